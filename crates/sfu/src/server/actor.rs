@@ -1,0 +1,127 @@
+//! The one task that owns the core. Connection tasks send it events; it feeds
+//! them to the core, drains every output, and routes frames to per-connection
+//! queues. Queues are bounded: a client that does not read is dropped rather
+//! than allowed to grow the server's memory.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{ConnId, Output, Sfu};
+
+/// Events waiting for the core; connection tasks wait when it is full.
+pub const EVENT_QUEUE: usize = 4096;
+/// Frames waiting to be written to one client.
+pub const OUTBOUND_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+pub enum Event {
+    Connected {
+        conn: ConnId,
+        outbound: mpsc::Sender<Outbound>,
+    },
+    Text {
+        conn: ConnId,
+        text: String,
+    },
+    Oversized {
+        conn: ConnId,
+        len: usize,
+    },
+    Binary {
+        conn: ConnId,
+    },
+    Disconnected {
+        conn: ConnId,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Utf8Bytes),
+    /// Close normally after the frames queued before it.
+    Close,
+}
+
+pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>) {
+    let mut queues: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    loop {
+        let deadline = sfu.poll_timeout();
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => Some(event),
+                None => return,
+            },
+            () = sleep_until(deadline) => None,
+        };
+        let now = Instant::now();
+        let mut shutdown_done = None;
+        match event {
+            None => sfu.handle_timeout(now),
+            Some(Event::Connected { conn, outbound }) => {
+                queues.insert(conn, outbound);
+                sfu.handle_connect(conn, now);
+            }
+            Some(Event::Text { conn, text }) => sfu.handle_text(conn, &text, now),
+            Some(Event::Oversized { conn, len }) => sfu.handle_oversized(conn, len),
+            Some(Event::Binary { conn }) => sfu.handle_binary(conn),
+            Some(Event::Disconnected { conn }) => {
+                queues.remove(&conn);
+                sfu.handle_disconnect(conn, now);
+            }
+            Some(Event::Shutdown { done }) => {
+                sfu.shutdown();
+                shutdown_done = Some(done);
+            }
+        }
+        while let Some(output) = sfu.poll_output() {
+            route(&mut sfu, &mut queues, output);
+        }
+        if let Some(done) = shutdown_done {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn route(sfu: &mut Sfu, queues: &mut HashMap<ConnId, mpsc::Sender<Outbound>>, output: Output) {
+    match output {
+        Output::Send { to, msg } => {
+            let frame = match serde_json::to_string(&msg) {
+                Ok(json) => Utf8Bytes::from(json),
+                Err(err) => {
+                    tracing::error!(%err, "server message did not serialize");
+                    return;
+                }
+            };
+            for conn in to {
+                let Some(queue) = queues.get(&conn) else {
+                    continue;
+                };
+                if queue.try_send(Outbound::Frame(frame.clone())).is_err() {
+                    // Dropping the sender tells the connection task to close:
+                    // it cannot keep up, and waiting would stall every room.
+                    tracing::info!(conn, "dropping a client that does not read its messages");
+                    queues.remove(&conn);
+                    sfu.note_slow_consumer();
+                }
+            }
+        }
+        Output::Close { conn } => {
+            if let Some(queue) = queues.remove(&conn) {
+                let _ = queue.try_send(Outbound::Close);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,175 @@
+//! The tokio driver: accepts HTTP(S) connections, upgrades `/ws` to WebSocket,
+//! serves `/healthz` and `/metrics`, and moves frames between sockets and the
+//! sans-IO core. No room logic lives here.
+
+mod actor;
+mod connection;
+mod http;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::core::Sfu;
+use crate::metrics::Metrics;
+use actor::Event;
+
+/// How long shutdown waits for clients to receive their `bye`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A TLS handshake slower than this is abandoned.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared with every HTTP handler.
+#[derive(Clone)]
+struct AppState {
+    events: mpsc::Sender<Event>,
+    registry: Arc<Registry>,
+    next_conn: Arc<std::sync::atomic::AtomicU64>,
+    shutting_down: Arc<AtomicBool>,
+    /// Every WebSocket task holds a clone; shutdown waits until all are dropped.
+    alive: mpsc::Sender<()>,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    tls: bool,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Binds the listener and starts serving in the background.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        let acceptor = settings.tls.as_ref().map(tls::acceptor).transpose()?;
+
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let now = Instant::now();
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let sfu = Sfu::new(settings.core, metrics, now, unix_ms, rand::random());
+        let (events_tx, events_rx) = mpsc::channel(actor::EVENT_QUEUE);
+        let actor = tokio::spawn(actor::run(sfu, events_rx));
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let state = AppState {
+            events: events_tx,
+            registry: Arc::new(registry),
+            next_conn: Arc::default(),
+            shutting_down: Arc::default(),
+            alive: alive_tx,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let tls = acceptor.is_some();
+        let task = tokio::spawn(serve(listener, acceptor, state, stop_rx, alive_rx, actor));
+        Ok(Self {
+            local_addr,
+            tls,
+            stop,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://` or `wss://` URL of the signaling endpoint.
+    pub fn signaling_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.local_addr)
+    }
+
+    /// `http://` or `https://` base URL.
+    pub fn http_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Tells every client why, waits briefly for them to hear it, and stops.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Runs until the task ends by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+    mut alive: mpsc::Receiver<()>,
+    actor: JoinHandle<()>,
+) -> anyhow::Result<()> {
+    let router = http::router(state.clone());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let router = router.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(acceptor) => {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                Ok(Ok(stream)) => http::serve_connection(stream, peer, router).await,
+                                Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
+                        None => http::serve_connection(tcp, peer, router).await,
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    tracing::info!("shutting down: telling clients");
+    state.shutting_down.store(true, Ordering::SeqCst);
+    drop(listener);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if state.events.send(Event::Shutdown { done: done_tx }).await.is_ok() {
+        let _ = done_rx.await;
+    }
+    let AppState { alive: alive_tx, .. } = state;
+    drop(alive_tx);
+    drop(router);
+    if tokio::time::timeout(SHUTDOWN_GRACE, alive.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some clients did not close in time");
+    }
+    actor.abort();
+    Ok(())
+}
