@@ -5,10 +5,20 @@ use parley_e2e::{PATIENCE, SfuProcess, WsClient, bin};
 #[tokio::test]
 async fn sigterm_tells_every_client_why_and_exits_cleanly() {
     let sfu = SfuProcess::start(&[]).await.unwrap();
-    let (mut ada, _) = WsClient::join(&sfu.signaling_url, "r", "Ada").await.unwrap();
+    let (mut ada, _) = WsClient::join(&sfu.signaling_url, "r", "Ada")
+        .await
+        .unwrap();
     let mut lurker = WsClient::connect(&sfu.signaling_url).await.unwrap();
     let cli = tokio::process::Command::new(bin("parley-cli"))
-        .args(["join", &sfu.signaling_url, "--room", "r", "--name", "Bot", "--no-stdin"])
+        .args([
+            "join",
+            &sfu.signaling_url,
+            "--room",
+            "r",
+            "--name",
+            "Bot",
+            "--no-stdin",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -23,6 +33,14 @@ async fn sigterm_tells_every_client_why_and_exits_cleanly() {
         assert_eq!(bye["reason"], "server_shutdown");
         client.closed().await.unwrap();
     }
-    let output = tokio::time::timeout(PATIENCE, cli.wait_with_output()).await.unwrap().unwrap();
-    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = tokio::time::timeout(PATIENCE, cli.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -9,18 +9,33 @@ use serde_json::json;
 const SECRET: &str = "e2e-secret-0123456789abcdef";
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Mints with the real `parley-sfu token` command.
 async fn cli_token(room: &str, identity: &str, extra: &[&str]) -> String {
     let output = tokio::process::Command::new(bin("parley-sfu"))
-        .args(["token", "--room", room, "--identity", identity, "--auth-secret", SECRET])
+        .args([
+            "token",
+            "--room",
+            room,
+            "--identity",
+            identity,
+            "--auth-secret",
+            SECRET,
+        ])
         .args(extra)
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -36,7 +51,10 @@ async fn refused(url: &str, message: serde_json::Value, code: &str) {
     let mut client = WsClient::connect(url).await.unwrap();
     client.send(&message).await.unwrap();
     client.expect_error(code).await.unwrap();
-    assert_eq!(client.expect("bye").await.unwrap()["reason"], "join_refused");
+    assert_eq!(
+        client.expect("bye").await.unwrap()["reason"],
+        "join_refused"
+    );
     client.closed().await.unwrap();
 }
 
@@ -46,10 +64,15 @@ async fn tokens_are_accepted_and_refused_with_clear_codes() {
     let url = &sfu.signaling_url;
 
     let good = cli_token("standup", "ada", &["--name", "Ada L.", "--no-publish"]).await;
-    let (mut ada, joined) = WsClient::join_with(url, join("standup", Some(&good))).await.unwrap();
+    let (mut ada, joined) = WsClient::join_with(url, join("standup", Some(&good)))
+        .await
+        .unwrap();
     assert_eq!(joined["identity"], "ada");
     assert_eq!(joined["name"], "Ada L.", "the token's name wins");
-    assert_eq!(joined["grants"], json!({"publish": false, "subscribe": true, "chat": true}));
+    assert_eq!(
+        joined["grants"],
+        json!({"publish": false, "subscribe": true, "chat": true})
+    );
     ada.send(&json!({"type": "publish_track", "track": {"id": "cam", "kind": "video", "source": "camera"}}))
         .await
         .unwrap();
@@ -77,8 +100,10 @@ async fn tokens_are_accepted_and_refused_with_clear_codes() {
 
     ada.roundtrip(1).await.unwrap();
     assert_eq!(
-        sfu.metric("parley_signaling_errors_total{code=\"token_expired\"}").await.unwrap(),
-        1.0
+        sfu.metric("parley_signaling_errors_total{code=\"token_expired\"}")
+            .await
+            .unwrap(),
+        1
     );
 }
 
@@ -105,19 +130,34 @@ async fn turn_credentials_come_with_joined() {
     let servers = joined["ice_servers"].as_array().unwrap();
     assert_eq!(servers[0]["urls"], json!(["stun:turn.example.com:3478"]));
     let turn = &servers[1];
-    assert_eq!(turn["urls"], json!(["turns:turn.example.com:443?transport=tcp"]));
+    assert_eq!(
+        turn["urls"],
+        json!(["turns:turn.example.com:443?transport=tcp"])
+    );
     let username = turn["username"].as_str().unwrap();
     let (expiry, identity) = username.split_once(':').unwrap();
     assert_eq!(identity, "ada");
     let expiry: u64 = expiry.parse().unwrap();
     assert!(expiry.abs_diff(now() + 3600) < 60, "expiry {expiry}");
-    assert_eq!(turn["credential"].as_str().unwrap().len(), 28, "base64 of a SHA-1 HMAC");
+    assert_eq!(
+        turn["credential"].as_str().unwrap().len(),
+        28,
+        "base64 of a SHA-1 HMAC"
+    );
 }
 
 #[tokio::test]
 async fn token_command_refuses_bad_input() {
     let output = tokio::process::Command::new(bin("parley-sfu"))
-        .args(["token", "--room", "bad room", "--identity", "ada", "--auth-secret", SECRET])
+        .args([
+            "token",
+            "--room",
+            "bad room",
+            "--identity",
+            "ada",
+            "--auth-secret",
+            SECRET,
+        ])
         .output()
         .await
         .unwrap();

@@ -28,17 +28,17 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Path of a workspace binary built for this test run.
 pub fn bin(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("PARLEY_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
+    let dir = std::env::var_os("PARLEY_BIN_DIR").map_or_else(
+        || {
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/e2e-<hash> -> target/<profile>
             exe.parent()
                 .and_then(Path::parent)
                 .expect("test executable lives in target/<profile>/deps")
                 .to_path_buf()
-        }
-    };
+        },
+        PathBuf::from,
+    );
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -123,8 +123,9 @@ impl SfuProcess {
         http_get(&self.http_addr, path).await
     }
 
-    /// The value of one sample in `/metrics`, e.g. `parley_chat_messages_total`.
-    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+    /// The value of one counter or gauge sample in `/metrics`, e.g.
+    /// `parley_chat_messages_total`. Every Parley metric is a count.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<u64> {
         let (status, body) = self.http_get("/metrics").await?;
         anyhow::ensure!(status == 200, "/metrics answered {status}");
         metric_value(&body, sample).with_context(|| format!("no sample {sample} in:\n{body}"))
@@ -139,8 +140,8 @@ impl Drop for SfuProcess {
     }
 }
 
-/// Reads one sample (name with labels, exactly as printed) from Prometheus text.
-pub fn metric_value(body: &str, sample: &str) -> Option<f64> {
+/// Reads one integer sample (name with labels, exactly as printed) from Prometheus text.
+pub fn metric_value(body: &str, sample: &str) -> Option<u64> {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
@@ -192,7 +193,10 @@ impl WsClient {
     }
 
     /// Connects over TLS trusting exactly `root` (a self-signed test certificate).
-    pub async fn connect_tls(url: &str, root: rustls::pki_types::CertificateDer<'static>) -> anyhow::Result<Self> {
+    pub async fn connect_tls(
+        url: &str,
+        root: rustls::pki_types::CertificateDer<'static>,
+    ) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(root)?;
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -213,7 +217,11 @@ impl WsClient {
 
     /// Connects and joins in open mode; returns the client and its `joined`.
     pub async fn join(url: &str, room: &str, name: &str) -> anyhow::Result<(Self, Value)> {
-        Self::join_with(url, json!({"type": "join", "protocol": [1], "room": room, "name": name})).await
+        Self::join_with(
+            url,
+            json!({"type": "join", "protocol": [1], "room": room, "name": name}),
+        )
+        .await
     }
 
     pub async fn join_with(url: &str, join: Value) -> anyhow::Result<(Self, Value)> {

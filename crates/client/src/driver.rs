@@ -13,7 +13,10 @@ use crate::ws::{SignalingSocket, WsError};
 #[derive(Debug)]
 pub enum Command {
     /// Send chat with this `client_id` (resent until acknowledged).
-    Chat { client_id: String, text: String },
+    Chat {
+        client_id: String,
+        text: String,
+    },
     /// Send another protocol message.
     Send(ClientMessage),
     Leave,
@@ -24,9 +27,14 @@ pub enum Command {
 pub enum DriverEvent {
     Session(SessionEvent),
     /// The connection was lost; trying again.
-    Reconnecting { attempt: u32, error: String },
+    Reconnecting {
+        attempt: u32,
+        error: String,
+    },
     /// A command the session refused (e.g. invalid chat text).
-    Refused { error: String },
+    Refused {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,8 @@
 //! `parley-cli`: the call engine without a window, for QA, bots and load tests.
 
+// Doc comments on the clap types below are `--help` text, not rustdoc.
+#![allow(clippy::doc_markdown)]
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -113,7 +116,7 @@ async fn join(args: JoinArgs) -> u8 {
     let options = DriverOptions {
         url: args.url,
         reconnect: !args.no_reconnect,
-        give_up_after: Duration::from_secs(60),
+        give_up_after: Duration::from_mins(1),
     };
     let driver = tokio::spawn(driver::run(
         options,
@@ -142,11 +145,12 @@ async fn join(args: JoinArgs) -> u8 {
     let mut stdout = std::io::stdout().lock();
     while let Some(event) = event_rx.recv().await {
         let line = match event {
-            DriverEvent::Session(SessionEvent::Message(ServerMessage::Pong { .. })) => continue,
+            DriverEvent::Session(
+                SessionEvent::Message(ServerMessage::Pong { .. }) | SessionEvent::Ended(_),
+            ) => continue,
             DriverEvent::Session(SessionEvent::Message(message)) => {
                 serde_json::to_string(&message).expect("messages serialize")
             }
-            DriverEvent::Session(SessionEvent::Ended(_)) => continue,
             DriverEvent::Reconnecting { attempt, error } => serde_json::json!({
                 "type": "cli_reconnecting", "attempt": attempt, "error": error
             })
@@ -155,7 +159,10 @@ async fn join(args: JoinArgs) -> u8 {
                 serde_json::json!({"type": "cli_refused", "error": error}).to_string()
             }
         };
-        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
             break;
         }
     }

@@ -125,7 +125,14 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BadMessage);
         assert_eq!(err.type_name.as_deref(), Some("chat_send"));
 
-        for garbage in ["", "not json", "[1,2]", "{}", r#"{"type":7}"#, "{\"type\":\"ping\""] {
+        for garbage in [
+            "",
+            "not json",
+            "[1,2]",
+            "{}",
+            r#"{"type":7}"#,
+            "{\"type\":\"ping\"",
+        ] {
             let err = parse_client_message(garbage).unwrap_err();
             assert_eq!(err.code, ErrorCode::BadMessage, "{garbage:?}");
         }

@@ -24,7 +24,10 @@ pub fn room_name(room: &str) -> Result<(), Invalid> {
     if len == 0 || len > limits::MAX_ROOM_CHARS {
         return Err(invalid(
             ErrorCode::InvalidRoom,
-            format!("room name must be 1 to {} characters", limits::MAX_ROOM_CHARS),
+            format!(
+                "room name must be 1 to {} characters",
+                limits::MAX_ROOM_CHARS
+            ),
         ));
     }
     if !room
@@ -48,10 +51,16 @@ pub fn display_name(name: &str) -> Result<&str, Invalid> {
     if len == 0 || len > limits::MAX_NAME_CHARS {
         return Err(invalid(
             ErrorCode::InvalidName,
-            format!("display name must be 1 to {} characters", limits::MAX_NAME_CHARS),
+            format!(
+                "display name must be 1 to {} characters",
+                limits::MAX_NAME_CHARS
+            ),
         ));
     }
-    if trimmed.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() || is_bidi_control(c))
+    {
         return Err(invalid(
             ErrorCode::InvalidName,
             "display name must not contain control or bidi-override characters",
@@ -68,7 +77,10 @@ pub fn identity(identity: &str) -> Result<(), Invalid> {
             format!("identity must be 1 to {} bytes", limits::MAX_IDENTITY_BYTES),
         ));
     }
-    if identity.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+    if identity
+        .chars()
+        .any(|c| c.is_control() || is_bidi_control(c))
+    {
         return Err(invalid(
             ErrorCode::InvalidIdentity,
             "identity must not contain control characters",
@@ -137,8 +149,19 @@ mod tests {
     fn room_names() {
         assert!(room_name("team-standup_2.b").is_ok());
         assert!(room_name(&"a".repeat(64)).is_ok());
-        for bad in ["", "has space", "slash/room", "ümlaut", &"a".repeat(65), "nul\0"] {
-            assert_eq!(room_name(bad).unwrap_err().code, ErrorCode::InvalidRoom, "{bad:?}");
+        for bad in [
+            "",
+            "has space",
+            "slash/room",
+            "ümlaut",
+            &"a".repeat(65),
+            "nul\0",
+        ] {
+            assert_eq!(
+                room_name(bad).unwrap_err().code,
+                ErrorCode::InvalidRoom,
+                "{bad:?}"
+            );
         }
     }
 
@@ -147,8 +170,19 @@ mod tests {
         assert_eq!(display_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
         assert_eq!(display_name("Zoë 張").unwrap(), "Zoë 張");
         assert!(display_name(&"é".repeat(64)).is_ok());
-        for bad in ["", "   ", "tab\there", "bell\u{7}", "evil\u{202E}txt.exe", &"é".repeat(65)] {
-            assert_eq!(display_name(bad).unwrap_err().code, ErrorCode::InvalidName, "{bad:?}");
+        for bad in [
+            "",
+            "   ",
+            "tab\there",
+            "bell\u{7}",
+            "evil\u{202E}txt.exe",
+            &"é".repeat(65),
+        ] {
+            assert_eq!(
+                display_name(bad).unwrap_err().code,
+                ErrorCode::InvalidName,
+                "{bad:?}"
+            );
         }
     }
 
@@ -157,7 +191,11 @@ mod tests {
         assert!(client_id("3f2c1a9e-2b7d-4c1e-9f00-0123456789ab").is_ok());
         assert!(client_id("camera").is_ok());
         for bad in ["", "has space", "ümlaut", &"a".repeat(65)] {
-            assert_eq!(client_id(bad).unwrap_err().code, ErrorCode::InvalidId, "{bad:?}");
+            assert_eq!(
+                client_id(bad).unwrap_err().code,
+                ErrorCode::InvalidId,
+                "{bad:?}"
+            );
         }
     }
 
@@ -166,11 +204,17 @@ mod tests {
         assert!(chat_text("hello\n\tworld").is_ok());
         assert!(chat_text(&"a".repeat(limits::MAX_CHAT_BYTES)).is_ok());
         assert_eq!(
-            chat_text(&"a".repeat(limits::MAX_CHAT_BYTES + 1)).unwrap_err().code,
+            chat_text(&"a".repeat(limits::MAX_CHAT_BYTES + 1))
+                .unwrap_err()
+                .code,
             ErrorCode::ChatTooLong
         );
         for bad in ["", " \n ", "esc\u{1b}[31m", "nul\0"] {
-            assert_eq!(chat_text(bad).unwrap_err().code, ErrorCode::ChatInvalid, "{bad:?}");
+            assert_eq!(
+                chat_text(bad).unwrap_err().code,
+                ErrorCode::ChatInvalid,
+                "{bad:?}"
+            );
         }
     }
 
@@ -178,7 +222,11 @@ mod tests {
     fn identities() {
         assert!(identity("user@example.com").is_ok());
         for bad in ["", "  ", "a\nb", &"a".repeat(129)] {
-            assert_eq!(identity(bad).unwrap_err().code, ErrorCode::InvalidIdentity, "{bad:?}");
+            assert_eq!(
+                identity(bad).unwrap_err().code,
+                ErrorCode::InvalidIdentity,
+                "{bad:?}"
+            );
         }
     }
 }

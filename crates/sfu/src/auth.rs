@@ -140,7 +140,8 @@ impl TurnCredentials {
         let mut mac =
             Hmac::<sha1::Sha1>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(username.as_bytes());
-        let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let credential =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         IceServer {
             urls: self.urls.clone(),
             username: Some(username),
@@ -213,8 +214,14 @@ mod tests {
     fn expiry_allows_small_clock_skew() {
         let auth = TokenAuthority::new(SECRET).unwrap();
         let token = auth.mint(&claims("r", NOW)).unwrap();
-        assert!(auth.verify(&token, "r", NOW + CLOCK_SKEW_LEEWAY_SECS).is_ok());
-        assert!(auth.verify(&token, "r", NOW + CLOCK_SKEW_LEEWAY_SECS + 1).is_err());
+        assert!(
+            auth.verify(&token, "r", NOW + CLOCK_SKEW_LEEWAY_SECS)
+                .is_ok()
+        );
+        assert!(
+            auth.verify(&token, "r", NOW + CLOCK_SKEW_LEEWAY_SECS + 1)
+                .is_err()
+        );
     }
 
     #[test]

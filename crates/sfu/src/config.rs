@@ -80,7 +80,7 @@ impl Default for RoomsSection {
 }
 
 fn default_turn_ttl() -> Duration {
-    Duration::from_secs(12 * 3600)
+    Duration::from_hours(12)
 }
 
 /// Durations in the file are human strings ("15s", "12h").
@@ -153,8 +153,9 @@ impl Settings {
             .transpose()?;
 
         let tls = match (flags.tls_cert.clone(), flags.tls_key.clone(), file.tls) {
-            (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
-            (None, None, Some(TlsSection { cert, key })) => Some(TlsFiles { cert, key }),
+            (Some(cert), Some(key), _) | (None, None, Some(TlsSection { cert, key })) => {
+                Some(TlsFiles { cert, key })
+            }
             (None, None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };

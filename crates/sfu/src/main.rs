@@ -1,5 +1,8 @@
 //! `parley-sfu`: serve rooms, or mint an access token.
 
+// Doc comments on the clap types below are `--help` text, not rustdoc.
+#![allow(clippy::doc_markdown)]
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -33,7 +33,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("parley_rooms", "Rooms with at least one participant", self.rooms.clone());
+        registry.register(
+            "parley_rooms",
+            "Rooms with at least one participant",
+            self.rooms.clone(),
+        );
         registry.register(
             "parley_participants",
             "Participants in all rooms, including those inside their resume window",

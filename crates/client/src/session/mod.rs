@@ -148,7 +148,10 @@ impl SignalingSession {
         let resume = self
             .resume
             .as_ref()
-            .filter(|r| r.lost_at.is_none_or(|lost| now.duration_since(lost) < r.window))
+            .filter(|r| {
+                r.lost_at
+                    .is_none_or(|lost| now.duration_since(lost) < r.window)
+            })
             .map(|r| Resume {
                 token: r.token.clone(),
                 last_chat_seq: self.last_chat_seq,
@@ -206,7 +209,8 @@ impl SignalingSession {
                     window: Duration::from_millis(joined.resume_window_ms),
                     lost_at: None,
                 });
-                self.ping_interval = Duration::from_millis(joined.limits.ping_interval_ms.max(1000));
+                self.ping_interval =
+                    Duration::from_millis(joined.limits.ping_interval_ms.max(1000));
                 self.next_ping = Some(now + self.ping_interval);
                 for chat in &joined.chat_history {
                     self.note_chat(chat.seq, &chat.identity, &chat.client_id);
@@ -229,7 +233,8 @@ impl SignalingSession {
                     self.outbox.retain(|p| p.client_id != *client_id);
                 }
                 if self.state == State::Joining && error.in_reply_to.as_deref() == Some("join") {
-                    self.events.push_back(SessionEvent::Message(message.clone()));
+                    self.events
+                        .push_back(SessionEvent::Message(message.clone()));
                     self.end(EndReason::JoinRefused(error.code));
                     return;
                 }

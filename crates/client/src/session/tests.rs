@@ -25,7 +25,13 @@ impl Link {
     fn new() -> Self {
         let now = Instant::now();
         Self {
-            sfu: Sfu::new(CoreConfig::default(), Metrics::default(), now, 1_700_000_000_000, [1; 32]),
+            sfu: Sfu::new(
+                CoreConfig::default(),
+                Metrics::default(),
+                now,
+                1_700_000_000_000,
+                [1; 32],
+            ),
             now,
             next_conn: 1,
         }
@@ -74,7 +80,10 @@ impl Link {
                 match output {
                     Output::Send { to, msg } => {
                         let wire = serde_json::to_string(&msg).unwrap();
-                        for client in clients.iter_mut().filter(|c| c.conn.is_some_and(|c| to.contains(&c))) {
+                        for client in clients
+                            .iter_mut()
+                            .filter(|c| c.conn.is_some_and(|c| to.contains(&c)))
+                        {
                             let parsed = parley_proto::parse_server_message(&wire).unwrap();
                             client.session.handle_message(parsed, self.now);
                         }
@@ -103,10 +112,14 @@ impl Client {
         self.events
             .iter()
             .flat_map(|e| match e {
-                SessionEvent::Message(ServerMessage::ChatMessage(m)) => vec![(m.seq, m.text.clone())],
-                SessionEvent::Message(ServerMessage::Joined(j)) => {
-                    j.chat_history.iter().map(|m| (m.seq, m.text.clone())).collect()
+                SessionEvent::Message(ServerMessage::ChatMessage(m)) => {
+                    vec![(m.seq, m.text.clone())]
                 }
+                SessionEvent::Message(ServerMessage::Joined(j)) => j
+                    .chat_history
+                    .iter()
+                    .map(|m| (m.seq, m.text.clone()))
+                    .collect(),
                 _ => vec![],
             })
             .collect()
@@ -122,24 +135,38 @@ fn chat_sent_while_disconnected_arrives_once_after_resume() {
     let ada_id = ada.session.participant_id().unwrap().to_owned();
 
     // Ada sends, but the connection dies before the message reaches the server.
-    ada.session.send_chat("c1".into(), "lost in flight".into()).unwrap();
+    ada.session
+        .send_chat("c1".into(), "lost in flight".into())
+        .unwrap();
     let _in_flight = ada.session.poll_transmit();
     link.cut(&mut ada);
-    ada.session.send_chat("c2".into(), "typed while offline".into()).unwrap();
+    ada.session
+        .send_chat("c2".into(), "typed while offline".into())
+        .unwrap();
     assert_eq!(ada.session.unacknowledged_chats(), 2);
     assert!(ada.session.wants_reconnect());
 
     link.now += Duration::from_secs(3);
     link.connect(&mut ada);
     link.settle(&mut [&mut ada, &mut bob]);
-    assert_eq!(ada.session.participant_id(), Some(ada_id.as_str()), "resumed, same id");
+    assert_eq!(
+        ada.session.participant_id(),
+        Some(ada_id.as_str()),
+        "resumed, same id"
+    );
     assert_eq!(ada.session.unacknowledged_chats(), 0);
     assert_eq!(
         bob.chats(),
-        [(1, "lost in flight".to_owned()), (2, "typed while offline".to_owned())]
+        [
+            (1, "lost in flight".to_owned()),
+            (2, "typed while offline".to_owned())
+        ]
     );
     assert!(
-        !bob.events.iter().any(|e| matches!(e, SessionEvent::Message(ServerMessage::ParticipantLeft { .. }))),
+        !bob.events.iter().any(|e| matches!(
+            e,
+            SessionEvent::Message(ServerMessage::ParticipantLeft { .. })
+        )),
         "Bob never saw Ada leave"
     );
 }
@@ -215,14 +242,20 @@ fn pings_follow_the_advertised_interval() {
         ada.session.poll_transmit(),
         Some(parley_proto::ClientMessage::Ping { id: 1 })
     ));
-    assert_eq!(ada.session.poll_timeout().unwrap(), first + parley_proto::limits::PING_INTERVAL);
+    assert_eq!(
+        ada.session.poll_timeout().unwrap(),
+        first + parley_proto::limits::PING_INTERVAL
+    );
 }
 
 #[test]
 fn invalid_chat_is_refused_locally() {
     let mut session = SignalingSession::new(JoinParams::new("r", "Ada"));
     assert_eq!(
-        session.send_chat("c".into(), "x".repeat(5000)).unwrap_err().code,
+        session
+            .send_chat("c".into(), "x".repeat(5000))
+            .unwrap_err()
+            .code,
         ErrorCode::ChatTooLong
     );
     assert_eq!(session.unacknowledged_chats(), 0);

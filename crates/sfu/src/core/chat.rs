@@ -51,7 +51,8 @@ impl ChatLog {
 
     fn get(&self, seq: u64) -> Option<&ChatMessage> {
         let first = self.history.front()?.seq;
-        self.history.get(usize::try_from(seq.checked_sub(first)?).ok()?)
+        self.history
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)
     }
 }
 
@@ -102,7 +103,12 @@ mod tests {
         assert_eq!(history.first().unwrap().seq, 21);
         assert_eq!(history.last().unwrap().seq, total as u64);
         assert_eq!(log.seq_by_client_key.len(), limits::CHAT_HISTORY);
-        assert!(matches!(log.append(msg("ada", "c0", "x")), Appended::New(_)));
-        assert!(matches!(log.append(msg("ada", "c519", "x")), Appended::Duplicate(m) if m.seq == 520));
+        assert!(matches!(
+            log.append(msg("ada", "c0", "x")),
+            Appended::New(_)
+        ));
+        assert!(
+            matches!(log.append(msg("ada", "c519", "x")), Appended::Duplicate(m) if m.seq == 520)
+        );
     }
 }

@@ -74,7 +74,10 @@ pub enum Output {
 enum ConnState {
     /// Open, not joined yet.
     Connected,
-    Joined { room: String, participant: String },
+    Joined {
+        room: String,
+        participant: String,
+    },
     /// A `bye` was sent; everything it says is ignored.
     Closing,
 }
@@ -199,8 +202,10 @@ impl Sfu {
             },
         );
         self.metrics.connections.set(self.conns.len() as i64);
-        self.timers
-            .push(Reverse((now + limits::JOIN_TIMEOUT, Timer::JoinDeadline(conn))));
+        self.timers.push(Reverse((
+            now + limits::JOIN_TIMEOUT,
+            Timer::JoinDeadline(conn),
+        )));
     }
 
     /// A text frame arrived.
@@ -309,7 +314,11 @@ impl Sfu {
                         .get(&conn)
                         .is_some_and(|c| matches!(c.state, ConnState::Connected))
                     {
-                        self.say_bye(conn, ByeReason::JoinTimeout, "no join within the time limit");
+                        self.say_bye(
+                            conn,
+                            ByeReason::JoinTimeout,
+                            "no join within the time limit",
+                        );
                     }
                 }
                 Timer::ResumeDeadline {
@@ -340,7 +349,11 @@ impl Sfu {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             if !matches!(self.conns[&conn].state, ConnState::Closing) {
-                self.say_bye(conn, ByeReason::ServerShutdown, "the server is shutting down");
+                self.say_bye(
+                    conn,
+                    ByeReason::ServerShutdown,
+                    "the server is shutting down",
+                );
             }
         }
         self.rooms.clear();
@@ -364,9 +377,7 @@ impl Sfu {
             }
             ClientMessage::Join(join) => self.join(conn, join, now),
             other => match self.session_of(conn) {
-                Some((room, participant)) => {
-                    self.in_room(conn, &room, &participant, other, now)
-                }
+                Some((room, participant)) => self.in_room(conn, &room, &participant, other, now),
                 None => Err(ErrorBody::new(ErrorCode::NotJoined, "send join first")),
             },
         };
@@ -390,7 +401,12 @@ impl Sfu {
     ) -> Outcome {
         match msg {
             ClientMessage::Leave {} => {
-                self.remove_participant(room, participant, LeaveReason::Left, Some(ByeReason::Left));
+                self.remove_participant(
+                    room,
+                    participant,
+                    LeaveReason::Left,
+                    Some(ByeReason::Left),
+                );
                 Ok(())
             }
             ClientMessage::ChatSend { client_id, text } => {
@@ -423,7 +439,8 @@ impl Sfu {
         }
     }
 
-    fn join(&mut self, conn: ConnId, join: Join, now: Instant) -> Outcome {
+    /// Checks that this connection may join and picks the protocol version.
+    fn negotiate(&self, conn: ConnId, join: &Join) -> Result<u16, ErrorBody> {
         if !matches!(
             self.conns.get(&conn).map(|c| &c.state),
             Some(ConnState::Connected)
@@ -439,15 +456,19 @@ impl Sfu {
                 "too many protocol versions offered",
             ));
         }
-        let Some(version) = negotiate_version(&join.protocol) else {
-            return Err(ErrorBody::new(
+        negotiate_version(&join.protocol).ok_or_else(|| {
+            ErrorBody::new(
                 ErrorCode::UnsupportedVersion,
                 format!(
                     "this server speaks protocol versions {:?}",
                     parley_proto::SUPPORTED_VERSIONS
                 ),
-            ));
-        };
+            )
+        })
+    }
+
+    fn join(&mut self, conn: ConnId, join: Join, now: Instant) -> Outcome {
+        let version = self.negotiate(conn, &join)?;
         validate::room_name(&join.room).map_err(refused)?;
         let now_unix = self.clock.unix_ms(now) / 1000;
         let resumable = join
@@ -457,30 +478,11 @@ impl Sfu {
             .filter(|(room, _)| *room == join.room)
             .and_then(|(room, participant)| self.rooms.get(room)?.get(participant))
             .map(|p| (p.id.clone(), p.identity.clone()));
-        let (identity, token_name, grants) = match &self.config.tokens {
-            Some(authority) => {
-                let token = join.token.as_deref().ok_or_else(|| {
-                    ErrorBody::new(ErrorCode::TokenRequired, "this server requires an access token")
-                })?;
-                let claims = authority
-                    .verify(token, &join.room, now_unix)
-                    .map_err(|TokenRejected { code, message }| ErrorBody::new(code, message))?;
-                validate::identity(&claims.sub).map_err(refused)?;
-                (claims.sub, claims.name, claims.grants)
-            }
-            None => {
-                // In open mode the resume token is the proof of identity.
-                let identity = match (join.identity, &resumable) {
-                    (Some(identity), _) => {
-                        validate::identity(&identity).map_err(refused)?;
-                        identity
-                    }
-                    (None, Some((_, resumed_identity))) => resumed_identity.clone(),
-                    (None, None) => format!("guest-{}", self.random(10)),
-                };
-                (identity, None, Grants::ALL)
-            }
-        };
+        let (identity, token_name, grants) = self.authenticate(
+            &join,
+            resumable.as_ref().map(|(_, id)| id.as_str()),
+            now_unix,
+        )?;
         let name = validate::display_name(token_name.as_deref().unwrap_or(&join.name))
             .map_err(refused)?
             .to_owned();
@@ -506,7 +508,10 @@ impl Sfu {
                 Some(ByeReason::DuplicateIdentity),
             );
         }
-        let occupancy = self.rooms.get(&join.room).map_or(0, |r| r.participants.len());
+        let occupancy = self
+            .rooms
+            .get(&join.room)
+            .map_or(0, |r| r.participants.len());
         if occupancy >= self.config.max_participants_per_room {
             return Err(ErrorBody::new(
                 ErrorCode::RoomFull,
@@ -517,6 +522,19 @@ impl Sfu {
             ));
         }
 
+        self.admit(conn, &join.room, (identity, name, grants), version, now);
+        Ok(())
+    }
+
+    /// Adds a new participant and announces it.
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        (identity, name, grants): (String, String, Grants),
+        version: u16,
+        now: Instant,
+    ) {
         let participant = Participant {
             id: format!("PA_{}", self.random(10)),
             identity,
@@ -533,20 +551,59 @@ impl Sfu {
         let id = participant.id.clone();
         self.resume_tokens.insert(
             participant.resume_token.clone(),
-            (join.room.clone(), id.clone()),
+            (room.to_owned(), id.clone()),
         );
         self.rooms
-            .entry(join.room.clone())
+            .entry(room.to_owned())
             .or_default()
             .participants
             .push(participant);
         self.participant_count += 1;
         self.update_gauges();
-        self.metrics.joins.get_or_create(&JoinLabels { kind: "new" }).inc();
-        self.send_joined(conn, &join.room, &id, None, version, false, now_unix);
-        let others = self.rooms[&join.room].connections_except(&id);
-        self.send_many(others, ServerMessage::ParticipantJoined { participant: info });
-        Ok(())
+        self.metrics
+            .joins
+            .get_or_create(&JoinLabels { kind: "new" })
+            .inc();
+        let now_unix = self.clock.unix_ms(now) / 1000;
+        self.send_joined(conn, room, &id, None, version, false, now_unix);
+        let others = self.rooms[room].connections_except(&id);
+        self.send_many(
+            others,
+            ServerMessage::ParticipantJoined { participant: info },
+        );
+    }
+
+    /// Who is joining and what they may do: from the token, or in open mode
+    /// from the join message (or the session being resumed).
+    fn authenticate(
+        &mut self,
+        join: &Join,
+        resumed_identity: Option<&str>,
+        now_unix: u64,
+    ) -> Result<(String, Option<String>, Grants), ErrorBody> {
+        let Some(authority) = &self.config.tokens else {
+            // In open mode the resume token is the proof of identity.
+            let identity = match (&join.identity, resumed_identity) {
+                (Some(identity), _) => {
+                    validate::identity(identity).map_err(refused)?;
+                    identity.clone()
+                }
+                (None, Some(resumed)) => resumed.to_owned(),
+                (None, None) => format!("guest-{}", self.random(10)),
+            };
+            return Ok((identity, None, Grants::ALL));
+        };
+        let token = join.token.as_deref().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::TokenRequired,
+                "this server requires an access token",
+            )
+        })?;
+        let claims = authority
+            .verify(token, &join.room, now_unix)
+            .map_err(|TokenRejected { code, message }| ErrorBody::new(code, message))?;
+        validate::identity(&claims.sub).map_err(refused)?;
+        Ok((claims.sub, claims.name, claims.grants))
     }
 
     fn resume(
@@ -568,11 +625,26 @@ impl Sfu {
         let previous = p.conn.replace(conn);
         p.disconnect_epoch += 1;
         if let Some(old) = previous.filter(|old| *old != conn) {
-            self.say_bye(old, ByeReason::Resumed, "this session was resumed on another connection");
+            self.say_bye(
+                old,
+                ByeReason::Resumed,
+                "this session was resumed on another connection",
+            );
         }
-        self.metrics.joins.get_or_create(&JoinLabels { kind: "resumed" }).inc();
+        self.metrics
+            .joins
+            .get_or_create(&JoinLabels { kind: "resumed" })
+            .inc();
         let now_unix = self.clock.unix_ms(now) / 1000;
-        self.send_joined(conn, room, participant, last_chat_seq, version, true, now_unix);
+        self.send_joined(
+            conn,
+            room,
+            participant,
+            last_chat_seq,
+            version,
+            true,
+            now_unix,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -587,7 +659,9 @@ impl Sfu {
         now_unix: u64,
     ) {
         let room = &self.rooms[room_name];
-        let p = room.get(participant).expect("caller checked the participant");
+        let p = room
+            .get(participant)
+            .expect("caller checked the participant");
         let mut ice_servers = Vec::new();
         if !self.config.stun_urls.is_empty() {
             ice_servers.push(IceServer {
@@ -646,7 +720,9 @@ impl Sfu {
         };
         let unix_ms = self.clock.unix_ms(now);
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
-        let p = room.get_mut(participant).expect("joined participants exist");
+        let p = room
+            .get_mut(participant)
+            .expect("joined participants exist");
         if !p.grants.chat {
             return Err(with_id(ErrorBody::new(
                 ErrorCode::PermissionDenied,
@@ -688,7 +764,9 @@ impl Sfu {
     fn publish(&mut self, room_name: &str, participant: &str, track: TrackInfo) -> Outcome {
         check_track(&track)?;
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
-        let p = room.get_mut(participant).expect("joined participants exist");
+        let p = room
+            .get_mut(participant)
+            .expect("joined participants exist");
         if !p.grants.publish {
             return Err(ErrorBody::new(
                 ErrorCode::PermissionDenied,
@@ -724,7 +802,9 @@ impl Sfu {
 
     fn unpublish(&mut self, room_name: &str, participant: &str, track_id: &str) -> Outcome {
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
-        let p = room.get_mut(participant).expect("joined participants exist");
+        let p = room
+            .get_mut(participant)
+            .expect("joined participants exist");
         let Some(index) = p.tracks.iter().position(|t| t.id == track_id) else {
             return Err(unknown_track(track_id));
         };
@@ -753,7 +833,9 @@ impl Sfu {
         muted: bool,
     ) -> Outcome {
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
-        let p = room.get_mut(participant).expect("joined participants exist");
+        let p = room
+            .get_mut(participant)
+            .expect("joined participants exist");
         let Some(track) = p.track_mut(&track_id) else {
             return Err(unknown_track(&track_id));
         };
@@ -940,7 +1022,10 @@ fn check_sdp(sdp: &str) -> Outcome {
         ));
     }
     if !sdp.starts_with("v=0") {
-        return Err(ErrorBody::new(ErrorCode::InvalidSdp, "SDP must start with v=0"));
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidSdp,
+            "SDP must start with v=0",
+        ));
     }
     Ok(())
 }
@@ -951,8 +1036,13 @@ fn check_track(track: &TrackInfo) -> Outcome {
     validate::client_id(&track.id).map_err(refused)?;
     let source_fits = matches!(
         (track.kind, track.source),
-        (TrackKind::Audio, TrackSource::Microphone | TrackSource::ScreenShare)
-            | (TrackKind::Video, TrackSource::Camera | TrackSource::ScreenShare)
+        (
+            TrackKind::Audio,
+            TrackSource::Microphone | TrackSource::ScreenShare
+        ) | (
+            TrackKind::Video,
+            TrackSource::Camera | TrackSource::ScreenShare
+        )
     );
     if !source_fits {
         return Err(ErrorBody::new(
@@ -961,7 +1051,10 @@ fn check_track(track: &TrackInfo) -> Outcome {
         ));
     }
     if track.kind == TrackKind::Audio && !track.layers.is_empty() {
-        return Err(ErrorBody::new(ErrorCode::BadMessage, "audio tracks have no layers"));
+        return Err(ErrorBody::new(
+            ErrorCode::BadMessage,
+            "audio tracks have no layers",
+        ));
     }
     if track.layers.len() > MAX_LAYERS {
         return Err(ErrorBody::new(
@@ -972,9 +1065,13 @@ fn check_track(track: &TrackInfo) -> Outcome {
     for (i, layer) in track.layers.iter().enumerate() {
         validate::client_id(&layer.rid).map_err(refused)?;
         if track.layers[..i].iter().any(|l| l.rid == layer.rid) {
-            return Err(ErrorBody::new(ErrorCode::BadMessage, "layer rids must be unique"));
+            return Err(ErrorBody::new(
+                ErrorCode::BadMessage,
+                "layer rids must be unique",
+            ));
         }
-        if !(1..=MAX_DIMENSION).contains(&layer.width) || !(1..=MAX_DIMENSION).contains(&layer.height)
+        if !(1..=MAX_DIMENSION).contains(&layer.width)
+            || !(1..=MAX_DIMENSION).contains(&layer.height)
         {
             return Err(ErrorBody::new(
                 ErrorCode::BadMessage,

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-
 use parley_proto::{Grants, ParticipantInfo, SubscriptionPreference, TrackInfo};
 
 use super::ConnId;

@@ -91,7 +91,7 @@ pub async fn run(
                     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(bye)).await;
                     break Some((close_code::AWAY, "idle timeout"));
                 }
-                if !write(&mut sink, Message::Ping(Default::default())).await {
+                if !write(&mut sink, Message::Ping(axum::body::Bytes::new())).await {
                     break None;
                 }
             }

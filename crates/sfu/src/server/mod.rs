@@ -158,10 +158,17 @@ async fn serve(
     state.shutting_down.store(true, Ordering::SeqCst);
     drop(listener);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    if state.events.send(Event::Shutdown { done: done_tx }).await.is_ok() {
+    if state
+        .events
+        .send(Event::Shutdown { done: done_tx })
+        .await
+        .is_ok()
+    {
         let _ = done_rx.await;
     }
-    let AppState { alive: alive_tx, .. } = state;
+    let AppState {
+        alive: alive_tx, ..
+    } = state;
     drop(alive_tx);
     drop(router);
     if tokio::time::timeout(SHUTDOWN_GRACE, alive.recv())
