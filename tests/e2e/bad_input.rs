@@ -131,13 +131,19 @@ async fn a_frame_over_the_hard_cap_closes_only_that_connection() {
         .await
         .unwrap();
     let mut abuser = WsClient::connect(&sfu.signaling_url).await.unwrap();
-    abuser
+    // The server may refuse the frame from its header and close before the
+    // whole megabyte is written, so the write itself may fail.
+    let _ = abuser
         .send_text("x".repeat(limits::MAX_FRAME_BYTES + 1))
-        .await
-        .unwrap();
+        .await;
+    // The server answers with close code 1009. When it closes while our
+    // unread megabyte is still in its receive buffer, the kernel resets the
+    // connection and the close frame may be lost with it: either is a close.
     match abuser.closed().await.unwrap() {
         Closed::Frame(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
-        other => panic!("expected a 1009 close, got {other:?}"),
+        Closed::Dropped => {}
+        Closed::Frame(None) => panic!("closed without saying why"),
     }
+    assert!(abuser.roundtrip(2).await.is_err(), "the connection is gone");
     bystander.roundtrip(1).await.unwrap();
 }

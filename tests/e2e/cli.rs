@@ -80,7 +80,7 @@ async fn cli_exit_codes_tell_what_went_wrong() {
     // 3: nothing listens there.
     let refused = cli(&[
         "join",
-        "ws://127.0.1:1/ws",
+        "ws://127.0.0.1:1/ws",
         "--room",
         "r",
         "--name",

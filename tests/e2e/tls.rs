@@ -4,7 +4,7 @@ use serde_json::json;
 #[tokio::test]
 async fn wss_serves_signaling_over_tls() {
     let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.1".into()]).unwrap();
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
@@ -20,7 +20,7 @@ async fn wss_serves_signaling_over_tls() {
     .await
     .unwrap();
     assert!(
-        sfu.signaling_url.starts_with("wss://127.0.1:"),
+        sfu.signaling_url.starts_with("wss://127.0.0.1:"),
         "{}",
         sfu.signaling_url
     );
