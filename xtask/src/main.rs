@@ -1,1 +1,132 @@
-fn main() {}
+//! `cargo xtask run | test`: the two commands that set up, build and run
+//! Parley on a fresh Debian or Ubuntu machine.
+//!
+//! Dependency-free on purpose: it must compile before anything is installed.
+
+mod system;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use system::{Step, ensure_packages};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  run [--listen ADDR]   build and start Parley (today: the SFU, open mode, on 127.0.0.1:7880)
+  test                  install what is missing, then fmt --check, clippy -D warnings, all tests
+
+environment:
+  CARGO_TARGET_DIR      where to build (default: ~/.cache/parley/target, shared by all checkouts)";
+
+/// Debian packages every build needs: a C toolchain for crates with C parts
+/// (ring) and pkg-config for the -sys crates later work adds.
+const BUILD_PACKAGES: &[&str] = &["build-essential", "pkg-config", "ca-certificates"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// The shared target directory: kept outside the checkout so every clone on
+/// this machine reuses one build of the dependencies.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(workspace_root, PathBuf::from);
+    home.join(".cache").join("parley").join("target")
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir());
+    command
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let mut listen = "127.0.0.1:7880".to_owned();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--listen" => listen.clone_from(rest.next().ok_or("--listen needs an address")?),
+            other => return Err(format!("unknown option {other}\n\n{USAGE}")),
+        }
+    }
+    ensure_packages(BUILD_PACKAGES)?;
+    Step::new("build").run(cargo(&["build", "--workspace", "--bins"]))?;
+    let bin_dir = target_dir().join("debug");
+    let cli = bin_dir.join("parley-cli");
+    let port = listen.rsplit(':').next().unwrap_or("7880");
+    println!();
+    println!("Starting parley-sfu in open mode on {listen}. Join from another terminal:");
+    println!(
+        "  {} join ws://127.0.0.1:{port}/ws --room demo --name Ada",
+        cli.display()
+    );
+    println!("Type a line and press Enter to chat; Ctrl-D leaves. Ctrl-C stops the server.");
+    println!();
+    let status = Command::new(bin_dir.join("parley-sfu"))
+        .args(["--listen", &listen])
+        .status()
+        .map_err(|err| format!("could not start parley-sfu: {err}"))?;
+    // Ctrl-C reaches both processes; the server exits cleanly on it.
+    if status.success() || status.code().is_none() {
+        Ok(())
+    } else {
+        Err(format!("parley-sfu exited with {status}"))
+    }
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!("unknown option {arg}\n\n{USAGE}"));
+    }
+    let started = Instant::now();
+    ensure_packages(BUILD_PACKAGES)?;
+    system::ensure_cargo_component("fmt", "rustfmt")?;
+    system::ensure_cargo_component("clippy", "clippy")?;
+    println!("xtask: building in {}", target_dir().display());
+    Step::new("format").run(cargo(&["fmt", "--all", "--check"]))?;
+    Step::new("clippy").run(cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The end-to-end tests start these binaries, so build them first.
+    Step::new("build").run(cargo(&["build", "--workspace", "--bins", "--locked"]))?;
+    Step::new("tests").run(cargo(&["test", "--workspace", "--locked"]))?;
+    println!("xtask: all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
