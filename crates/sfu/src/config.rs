@@ -243,6 +243,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_sample_config_parses() {
+        let sample = include_str!("../../../packaging/sfu.toml");
+        let file: FileConfig = toml::from_str(sample).unwrap();
+        assert!(file.auth.secret_file.is_some());
+        assert_eq!(file.turn.unwrap().urls.len(), 3);
+    }
+
+    #[test]
     fn full_file_parses() {
         let file: FileConfig = toml::from_str(
             r#"
