@@ -1,6 +1,7 @@
 use std::process::Stdio;
 
-use parley_e2e::{PATIENCE, SfuProcess, WsClient, bin};
+use parley_e2e::{Closed, PATIENCE, SfuProcess, WsClient, bin};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn sigterm_tells_every_client_why_and_exits_cleanly() {
@@ -31,7 +32,10 @@ async fn sigterm_tells_every_client_why_and_exits_cleanly() {
     for client in [&mut ada, &mut lurker] {
         let bye = client.expect("bye").await.unwrap();
         assert_eq!(bye["reason"], "server_shutdown");
-        client.closed().await.unwrap();
+        match client.closed().await.unwrap() {
+            Closed::Frame(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected close code 1001, got {other:?}"),
+        }
     }
     let output = tokio::time::timeout(PATIENCE, cli.wait_with_output())
         .await

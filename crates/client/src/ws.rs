@@ -26,8 +26,6 @@ pub enum WsError {
     ConnectTimeout(String),
     #[error("connection failed: {0}")]
     Transport(#[from] tungstenite::Error),
-    #[error("the server sent a message this client cannot read: {0}")]
-    Protocol(String),
 }
 
 /// One open signaling connection.
@@ -69,12 +67,14 @@ impl SignalingSocket {
                 Err(err) => return Some(Err(err.into())),
             };
             match frame {
-                Message::Text(text) => {
-                    return Some(
-                        parse_server_message(text.as_str())
-                            .map_err(|err| WsError::Protocol(err.to_string())),
-                    );
-                }
+                Message::Text(text) => match parse_server_message(text.as_str()) {
+                    Ok(message) => return Some(Ok(message)),
+                    // A newer server may send messages this build does not
+                    // know; the protocol says to ignore them.
+                    Err(err) => {
+                        tracing::warn!(%err, "ignoring a server message this client cannot read");
+                    }
+                },
                 Message::Close(_) => return None,
                 // Pings are answered by tungstenite on the next write or flush.
                 Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_) => {}

@@ -59,7 +59,9 @@ pub enum ErrorCode {
     InvalidSdp,
     /// This server has no media plane; SDP and candidates cannot be answered.
     MediaUnavailable,
-    /// A bug or resource problem on the server.
+    /// A bug or resource problem on the server. Codes this build does not
+    /// know also decode as `Internal`, as the protocol asks of clients.
+    #[serde(other)]
     Internal,
 }
 
@@ -159,5 +161,11 @@ mod tests {
             let back: ErrorCode = serde_json::from_str(&json).unwrap();
             assert_eq!(back, *code);
         }
+    }
+
+    #[test]
+    fn unknown_codes_decode_as_internal() {
+        let code: ErrorCode = serde_json::from_str("\"quantum_flux\"").unwrap();
+        assert_eq!(code, ErrorCode::Internal);
     }
 }

@@ -305,12 +305,12 @@ impl ErrorBody {
 pub enum LeaveReason {
     /// It sent `leave`.
     Left,
-    /// Its connection was lost and not resumed within the resume window.
-    Disconnected,
     /// The same identity joined again from elsewhere.
     Replaced,
-    /// The server is shutting down.
-    ServerShutdown,
+    /// Its connection was lost and not resumed within the resume window.
+    /// Reasons this build does not know decode as `Disconnected`.
+    #[serde(other)]
+    Disconnected,
 }
 
 /// Why the server closes a connection.
@@ -333,6 +333,9 @@ pub enum ByeReason {
     IdleTimeout,
     /// The client did not read its messages fast enough.
     TooSlow,
+    /// A reason this build does not know; the session is over.
+    #[serde(other)]
+    Other,
 }
 
 impl ClientMessage {

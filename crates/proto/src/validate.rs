@@ -83,7 +83,7 @@ pub fn identity(identity: &str) -> Result<(), Invalid> {
     {
         return Err(invalid(
             ErrorCode::InvalidIdentity,
-            "identity must not contain control characters",
+            "identity must not contain control or bidi-override characters",
         ));
     }
     Ok(())

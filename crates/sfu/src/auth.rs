@@ -44,6 +44,9 @@ impl TokenAuthority {
         // Expiry is checked against the caller's clock in `verify`.
         validation.validate_exp = false;
         validation.validate_nbf = false;
+        // Tokens are for this server only; an `aud` claim from the minting
+        // service is accepted, not required.
+        validation.validate_aud = false;
         validation.required_spec_claims.clear();
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
@@ -134,9 +137,11 @@ impl TurnCredentials {
         }
     }
 
-    /// Username `expiry:identity`, password `base64(HMAC-SHA1(secret, username))`.
-    pub fn mint(&self, identity: &str, now_unix: u64) -> IceServer {
-        let username = format!("{}:{identity}", now_unix.saturating_add(self.ttl_secs));
+    /// Username `expiry:user`, password `base64(HMAC-SHA1(secret, username))`.
+    /// `user` is the participant id rather than the identity, so TURN server
+    /// logs do not collect people's identities (often e-mail addresses).
+    pub fn mint(&self, user: &str, now_unix: u64) -> IceServer {
+        let username = format!("{}:{user}", now_unix.saturating_add(self.ttl_secs));
         let mut mac =
             Hmac::<sha1::Sha1>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(username.as_bytes());
@@ -222,6 +227,27 @@ mod tests {
             auth.verify(&token, "r", NOW + CLOCK_SKEW_LEEWAY_SECS + 1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn audience_claims_are_accepted() {
+        #[derive(serde::Serialize)]
+        struct WithAudience {
+            #[serde(flatten)]
+            claims: AccessClaims,
+            aud: &'static str,
+        }
+        let auth = TokenAuthority::new(SECRET).unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &WithAudience {
+                claims: claims("r", NOW + 60),
+                aud: "parley",
+            },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(auth.verify(&token, "r", NOW).is_ok());
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! while let Some(output) = sfu.poll_output() {
 //!     match output {
 //!         Output::Send { to, msg } => { /* serialize once, queue on each connection */ }
-//!         Output::Close { conn } => { /* flush that connection, then close it */ }
+//!         Output::Close { conn, reason } => { /* flush that connection, then close it */ }
 //!     }
 //! }
 //! // 3. Sleep until the next deadline (or the next network event), then:

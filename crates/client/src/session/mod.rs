@@ -75,6 +75,8 @@ enum State {
 struct PendingChat {
     client_id: String,
     text: String,
+    /// Refused as rate-limited: send again at this time.
+    retry_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +204,11 @@ impl SignalingSession {
         match &message {
             ServerMessage::Joined(joined) => {
                 self.state = State::Joined;
+                if !joined.resumed {
+                    // A fresh session: the room may have been recreated, so
+                    // earlier sequence numbers mean nothing any more.
+                    self.last_chat_seq = None;
+                }
                 self.participant_id = Some(joined.participant_id.clone());
                 self.identity = Some(joined.identity.clone());
                 self.resume = Some(ResumeState {
@@ -216,7 +223,8 @@ impl SignalingSession {
                     self.note_chat(chat.seq, &chat.identity, &chat.client_id);
                 }
                 // Whatever was not acknowledged is sent again, oldest first.
-                for pending in &self.outbox {
+                for pending in &mut self.outbox {
+                    pending.retry_at = None;
                     self.transmit.push_back(ClientMessage::ChatSend {
                         client_id: pending.client_id.clone(),
                         text: pending.text.clone(),
@@ -227,10 +235,17 @@ impl SignalingSession {
                 self.note_chat(chat.seq, &chat.identity, &chat.client_id);
             }
             ServerMessage::Error(error) => {
-                if let Some(client_id) = &error.client_id
-                    && error.code != ErrorCode::RateLimited
-                {
-                    self.outbox.retain(|p| p.client_id != *client_id);
+                if let Some(client_id) = &error.client_id {
+                    if error.code == ErrorCode::RateLimited {
+                        let wait = Duration::from_millis(error.retry_after_ms.unwrap_or(1000));
+                        if let Some(pending) =
+                            self.outbox.iter_mut().find(|p| p.client_id == *client_id)
+                        {
+                            pending.retry_at = Some(now + wait);
+                        }
+                    } else {
+                        self.outbox.retain(|p| p.client_id != *client_id);
+                    }
                 }
                 if self.state == State::Joining && error.in_reply_to.as_deref() == Some("join") {
                     self.events
@@ -265,7 +280,11 @@ impl SignalingSession {
                 text: text.clone(),
             });
         }
-        self.outbox.push_back(PendingChat { client_id, text });
+        self.outbox.push_back(PendingChat {
+            client_id,
+            text,
+            retry_at: None,
+        });
         Ok(())
     }
 
@@ -288,6 +307,17 @@ impl SignalingSession {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Joined {
+            for pending in &mut self.outbox {
+                if pending.retry_at.is_some_and(|at| at <= now) {
+                    pending.retry_at = None;
+                    self.transmit.push_back(ClientMessage::ChatSend {
+                        client_id: pending.client_id.clone(),
+                        text: pending.text.clone(),
+                    });
+                }
+            }
+        }
         if let Some(at) = self.next_ping
             && now >= at
         {
@@ -300,7 +330,11 @@ impl SignalingSession {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_ping
+        let retry = self.outbox.iter().filter_map(|p| p.retry_at).min();
+        match (self.next_ping, retry) {
+            (Some(ping), Some(retry)) => Some(ping.min(retry)),
+            (ping, retry) => ping.or(retry),
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<ClientMessage> {

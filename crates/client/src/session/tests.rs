@@ -88,7 +88,7 @@ impl Link {
                             client.session.handle_message(parsed, self.now);
                         }
                     }
-                    Output::Close { conn } => {
+                    Output::Close { conn, .. } => {
                         for client in clients.iter_mut().filter(|c| c.conn == Some(conn)) {
                             self.cut(client);
                         }
@@ -259,4 +259,50 @@ fn invalid_chat_is_refused_locally() {
         ErrorCode::ChatTooLong
     );
     assert_eq!(session.unacknowledged_chats(), 0);
+}
+
+#[test]
+fn rate_limited_chat_is_retried_when_the_server_says() {
+    let mut link = Link::new();
+    let mut ada = link.client("r", "Ada");
+    link.settle(&mut [&mut ada]);
+    let burst = parley_proto::limits::CHAT_BURST as usize;
+    for i in 0..=burst {
+        ada.session
+            .send_chat(format!("c{i}"), format!("line {i}"))
+            .unwrap();
+    }
+    link.settle(&mut [&mut ada]);
+    assert_eq!(ada.chats().len(), burst);
+    assert_eq!(
+        ada.session.unacknowledged_chats(),
+        1,
+        "the refused one is kept"
+    );
+    let retry_at = ada.session.poll_timeout().unwrap();
+    assert!(retry_at <= link.now + Duration::from_millis(501));
+    link.now = retry_at;
+    ada.session.handle_timeout(link.now);
+    link.settle(&mut [&mut ada]);
+    assert_eq!(ada.session.unacknowledged_chats(), 0);
+    assert_eq!(ada.chats().last().unwrap().1, format!("line {burst}"));
+}
+
+#[test]
+fn unknown_reasons_and_codes_from_a_newer_server_still_decode() {
+    let bye = parley_proto::parse_server_message(
+        r#"{"type":"bye","reason":"moved_to_mars","message":"x"}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        bye,
+        ServerMessage::Bye {
+            reason: ByeReason::Other,
+            ..
+        }
+    ));
+    let error =
+        parley_proto::parse_server_message(r#"{"type":"error","code":"new_in_v2","message":"x"}"#)
+            .unwrap();
+    assert!(matches!(error, ServerMessage::Error(e) if e.code == ErrorCode::Internal));
 }

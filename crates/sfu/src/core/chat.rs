@@ -12,23 +12,15 @@ pub struct ChatLog {
     seq_by_client_key: HashMap<(String, String), u64>,
 }
 
-/// What [`ChatLog::append`] did with a message.
-#[derive(Debug)]
-pub enum Appended<'a> {
-    /// A new message, now in the history with the next sequence number.
-    New(&'a ChatMessage),
-    /// The same identity already sent this `client_id`; here is the original.
-    Duplicate(&'a ChatMessage),
-}
-
 impl ChatLog {
-    /// Appends a message unless its `(identity, client_id)` is already in the
-    /// history. `seq` in `message` is ignored and assigned here.
-    pub fn append(&mut self, mut message: ChatMessage) -> Appended<'_> {
+    /// Appends a message with the next sequence number (`seq` in `message`
+    /// is ignored). Call [`ChatLog::find`] first: a resend must not be appended.
+    pub fn append(&mut self, mut message: ChatMessage) -> &ChatMessage {
         let key = (message.identity.clone(), message.client_id.clone());
-        if let Some(&seq) = self.seq_by_client_key.get(&key) {
-            return Appended::Duplicate(self.get(seq).expect("indexed messages are in history"));
-        }
+        debug_assert!(
+            !self.seq_by_client_key.contains_key(&key),
+            "append after find"
+        );
         self.last_seq += 1;
         message.seq = self.last_seq;
         self.seq_by_client_key.insert(key, message.seq);
@@ -39,7 +31,13 @@ impl ChatLog {
                 .remove(&(evicted.identity, evicted.client_id));
         }
         self.history.push_back(message);
-        Appended::New(self.history.back().expect("just pushed"))
+        self.history.back().expect("just pushed")
+    }
+
+    /// The stored message this identity sent with this `client_id`, if any.
+    pub fn find(&self, identity: &str, client_id: &str) -> Option<&ChatMessage> {
+        let key = (identity.to_owned(), client_id.to_owned());
+        self.get(*self.seq_by_client_key.get(&key)?)
     }
 
     /// Messages with a sequence number above `after` (all when `None`), oldest first.
@@ -73,17 +71,15 @@ mod tests {
     }
 
     #[test]
-    fn sequence_numbers_have_no_gaps_and_duplicates_are_recognised() {
+    fn sequence_numbers_have_no_gaps_and_resends_are_found() {
         let mut log = ChatLog::default();
-        assert!(matches!(log.append(msg("ada", "c1", "one")), Appended::New(m) if m.seq == 1));
-        assert!(matches!(log.append(msg("bob", "c1", "two")), Appended::New(m) if m.seq == 2));
-        match log.append(msg("ada", "c1", "one again")) {
-            Appended::Duplicate(original) => {
-                assert_eq!((original.seq, original.text.as_str()), (1, "one"));
-            }
-            Appended::New(_) => panic!("resend must not create a second copy"),
-        }
-        assert!(matches!(log.append(msg("ada", "c2", "three")), Appended::New(m) if m.seq == 3));
+        assert_eq!(log.append(msg("ada", "c1", "one")).seq, 1);
+        assert_eq!(log.append(msg("bob", "c1", "two")).seq, 2);
+        let original = log.find("ada", "c1").unwrap();
+        assert_eq!((original.seq, original.text.as_str()), (1, "one"));
+        assert!(log.find("ada", "c2").is_none());
+        assert!(log.find("carol", "c1").is_none(), "ids are per identity");
+        assert_eq!(log.append(msg("ada", "c2", "three")).seq, 3);
         let seqs: Vec<u64> = log.since(None).iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
         let after: Vec<u64> = log.since(Some(1)).iter().map(|m| m.seq).collect();
@@ -103,12 +99,7 @@ mod tests {
         assert_eq!(history.first().unwrap().seq, 21);
         assert_eq!(history.last().unwrap().seq, total as u64);
         assert_eq!(log.seq_by_client_key.len(), limits::CHAT_HISTORY);
-        assert!(matches!(
-            log.append(msg("ada", "c0", "x")),
-            Appended::New(_)
-        ));
-        assert!(
-            matches!(log.append(msg("ada", "c519", "x")), Appended::Duplicate(m) if m.seq == 520)
-        );
+        assert!(log.find("ada", "c0").is_none(), "evicted with its message");
+        assert_eq!(log.find("ada", "c519").unwrap().seq, 520);
     }
 }

@@ -27,7 +27,6 @@ use rand::{SeedableRng, rngs::StdRng};
 
 use crate::auth::{TokenAuthority, TokenRejected, TurnCredentials};
 use crate::metrics::{JoinLabels, Metrics};
-use chat::Appended;
 pub use rate::TokenBucket;
 use room::{Participant, Room};
 
@@ -67,7 +66,8 @@ pub enum Output {
     /// Send `msg` to every connection in `to`, in the order outputs are polled.
     Send { to: Vec<ConnId>, msg: ServerMessage },
     /// Close the connection after everything queued for it has been sent.
-    Close { conn: ConnId },
+    /// `reason` is what the `bye` before it said (it picks the close code).
+    Close { conn: ConnId, reason: ByeReason },
 }
 
 #[derive(Debug)]
@@ -210,17 +210,7 @@ impl Sfu {
 
     /// A text frame arrived.
     pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant) {
-        let Some(state) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if matches!(state.state, ConnState::Closing) {
-            return;
-        }
-        self.metrics.signaling_messages.inc();
-        if let Err(wait) = state.message_bucket.try_take(now) {
-            let mut body = ErrorBody::new(ErrorCode::RateLimited, "too many messages");
-            body.retry_after_ms = Some(wait.as_millis() as u64 + 1);
-            self.send_error(conn, body);
+        if !self.admit_frame(conn, now) {
             return;
         }
         match parse_client_message(text) {
@@ -234,9 +224,8 @@ impl Sfu {
     }
 
     /// A text frame larger than [`limits::MAX_MESSAGE_BYTES`] arrived (and was discarded).
-    pub fn handle_oversized(&mut self, conn: ConnId, len: usize) {
-        if self.conns.contains_key(&conn) {
-            self.metrics.signaling_messages.inc();
+    pub fn handle_oversized(&mut self, conn: ConnId, len: usize, now: Instant) {
+        if self.admit_frame(conn, now) {
             self.send_error(
                 conn,
                 ErrorBody::new(
@@ -251,14 +240,32 @@ impl Sfu {
     }
 
     /// A binary frame arrived; the protocol has none.
-    pub fn handle_binary(&mut self, conn: ConnId) {
-        if self.conns.contains_key(&conn) {
-            self.metrics.signaling_messages.inc();
+    pub fn handle_binary(&mut self, conn: ConnId, now: Instant) {
+        if self.admit_frame(conn, now) {
             self.send_error(
                 conn,
                 ErrorBody::new(ErrorCode::BadMessage, "messages are JSON text frames"),
             );
         }
+    }
+
+    /// Counts a frame and applies the connection's message rate; false when
+    /// the frame is to be ignored (connection closing, or over the rate).
+    fn admit_frame(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if matches!(state.state, ConnState::Closing) {
+            return false;
+        }
+        self.metrics.signaling_messages.inc();
+        if let Err(wait) = state.message_bucket.try_take(now) {
+            let mut body = ErrorBody::new(ErrorCode::RateLimited, "too many messages");
+            body.retry_after_ms = Some(wait.as_millis() as u64 + 1);
+            self.send_error(conn, body);
+            return false;
+        }
+        true
     }
 
     /// The connection is gone (closed by either side, or failed).
@@ -491,7 +498,15 @@ impl Sfu {
             && resumed_identity == identity
         {
             let last_chat_seq = join.resume.and_then(|r| r.last_chat_seq);
-            self.resume(conn, &join.room, &participant, last_chat_seq, version, now);
+            self.resume(
+                conn,
+                &join.room,
+                &participant,
+                grants,
+                version,
+                last_chat_seq,
+                now,
+            );
             return Ok(());
         }
 
@@ -501,7 +516,9 @@ impl Sfu {
             .and_then(|r| r.by_identity(&identity))
             .map(|p| p.id.clone())
         {
-            self.remove_participant(
+            // The room survives even if it empties here: the newcomer is
+            // about to fill it again, and its chat history must not be lost.
+            self.remove_participant_keeping_room(
                 &join.room,
                 &previous,
                 LeaveReason::Replaced,
@@ -602,17 +619,32 @@ impl Sfu {
         let claims = authority
             .verify(token, &join.room, now_unix)
             .map_err(|TokenRejected { code, message }| ErrorBody::new(code, message))?;
-        validate::identity(&claims.sub).map_err(refused)?;
+        // Retrying cannot fix what the token says: report it as a bad token.
+        let bad_token = |invalid: Invalid| {
+            ErrorBody::new(
+                ErrorCode::TokenInvalid,
+                format!("the token's claims are not acceptable: {}", invalid.message),
+            )
+        };
+        validate::identity(&claims.sub).map_err(bad_token)?;
+        if let Some(name) = &claims.name {
+            validate::display_name(name).map_err(bad_token)?;
+        }
         Ok((claims.sub, claims.name, claims.grants))
     }
 
+    /// Re-attaches a participant to a new connection. The grants of the
+    /// token presented now replace the old ones (a token may be reissued with
+    /// fewer rights); the display name stays as the room knows it.
+    #[allow(clippy::too_many_arguments)]
     fn resume(
         &mut self,
         conn: ConnId,
         room: &str,
         participant: &str,
-        last_chat_seq: Option<u64>,
+        grants: Grants,
         version: u16,
+        last_chat_seq: Option<u64>,
         now: Instant,
     ) {
         let Some(p) = self
@@ -624,6 +656,7 @@ impl Sfu {
         };
         let previous = p.conn.replace(conn);
         p.disconnect_epoch += 1;
+        p.grants = grants;
         if let Some(old) = previous.filter(|old| *old != conn) {
             self.say_bye(
                 old,
@@ -671,7 +704,7 @@ impl Sfu {
             });
         }
         if let Some(turn) = &self.config.turn {
-            ice_servers.push(turn.mint(&p.identity, now_unix));
+            ice_servers.push(turn.mint(&p.id, now_unix));
         }
         let joined = Joined {
             protocol: version,
@@ -720,9 +753,7 @@ impl Sfu {
         };
         let unix_ms = self.clock.unix_ms(now);
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
-        let p = room
-            .get_mut(participant)
-            .expect("joined participants exist");
+        let p = room.get(participant).expect("joined participants exist");
         if !p.grants.chat {
             return Err(with_id(ErrorBody::new(
                 ErrorCode::PermissionDenied,
@@ -730,6 +761,17 @@ impl Sfu {
             )));
         }
         validate::chat_text(&text).map_err(|invalid| with_id(refused(invalid)))?;
+        // A resend after a reconnect costs nothing: answer it with the stored
+        // original, to the sender only, before the rate limit.
+        if let Some(original) = room.chat.find(&p.identity, &client_id) {
+            let original = original.clone();
+            self.metrics.chat_duplicates.inc();
+            self.send(conn, ServerMessage::ChatMessage(original));
+            return Ok(());
+        }
+        let p = room
+            .get_mut(participant)
+            .expect("joined participants exist");
         if let Err(wait) = p.chat_bucket.try_take(now) {
             let mut body = with_id(ErrorBody::new(
                 ErrorCode::RateLimited,
@@ -747,22 +789,14 @@ impl Sfu {
             client_id,
             text,
         };
-        let (message, to) = match room.chat.append(message) {
-            Appended::New(stored) => {
-                self.metrics.chat_messages.inc();
-                (stored.clone(), room.connections())
-            }
-            Appended::Duplicate(original) => {
-                self.metrics.chat_duplicates.inc();
-                (original.clone(), vec![conn])
-            }
-        };
+        let message = room.chat.append(message).clone();
+        self.metrics.chat_messages.inc();
+        let to = room.connections();
         self.send_many(to, ServerMessage::ChatMessage(message));
         Ok(())
     }
 
     fn publish(&mut self, room_name: &str, participant: &str, track: TrackInfo) -> Outcome {
-        check_track(&track)?;
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
         let p = room
             .get_mut(participant)
@@ -773,6 +807,7 @@ impl Sfu {
                 "your token does not allow publishing",
             ));
         }
+        check_track(&track)?;
         if p.track_mut(&track.id).is_some() {
             return Err(ErrorBody::new(
                 ErrorCode::DuplicateTrack,
@@ -906,6 +941,24 @@ impl Sfu {
         reason: LeaveReason,
         bye: Option<ByeReason>,
     ) {
+        self.remove_participant_keeping_room(room_name, participant, reason, bye);
+        if self
+            .rooms
+            .get(room_name)
+            .is_some_and(|r| r.participants.is_empty())
+        {
+            self.rooms.remove(room_name);
+            self.update_gauges();
+        }
+    }
+
+    fn remove_participant_keeping_room(
+        &mut self,
+        room_name: &str,
+        participant: &str,
+        reason: LeaveReason,
+        bye: Option<ByeReason>,
+    ) {
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
@@ -913,7 +966,6 @@ impl Sfu {
             return;
         };
         let others = room.connections();
-        let now_empty = room.participants.is_empty();
         self.resume_tokens.remove(&removed.resume_token);
         self.participant_count -= 1;
         if let Some(conn) = removed.conn {
@@ -933,9 +985,6 @@ impl Sfu {
                 reason,
             },
         );
-        if now_empty {
-            self.rooms.remove(room_name);
-        }
         self.update_gauges();
     }
 
@@ -950,7 +999,7 @@ impl Sfu {
                 message: message.to_owned(),
             },
         );
-        self.outputs.push_back(Output::Close { conn });
+        self.outputs.push_back(Output::Close { conn, reason });
     }
 
     fn session_of(&self, conn: ConnId) -> Option<(String, String)> {
@@ -998,6 +1047,7 @@ fn bye_text(reason: ByeReason) -> &'static str {
         ByeReason::JoinTimeout => "no join within the time limit",
         ByeReason::IdleTimeout => "nothing received for too long",
         ByeReason::TooSlow => "messages were not read fast enough",
+        ByeReason::Other => "the session ended",
     }
 }
 

@@ -23,6 +23,7 @@ struct Harness {
     next_conn: ConnId,
     inbox: HashMap<ConnId, Vec<ServerMessage>>,
     closed: HashSet<ConnId>,
+    close_reasons: HashMap<ConnId, ByeReason>,
 }
 
 impl Harness {
@@ -34,6 +35,7 @@ impl Harness {
             next_conn: 1,
             inbox: HashMap::new(),
             closed: HashSet::new(),
+            close_reasons: HashMap::new(),
         }
     }
 
@@ -66,8 +68,9 @@ impl Harness {
                         self.inbox.entry(conn).or_default().push(msg.clone());
                     }
                 }
-                Output::Close { conn } => {
+                Output::Close { conn, reason } => {
                     self.closed.insert(conn);
+                    self.close_reasons.insert(conn, reason);
                 }
             }
         }
@@ -463,7 +466,8 @@ fn turn_credentials_are_minted_per_join() {
     let expiry = UNIX_START_MS / 1000 + 100 + 600;
     assert_eq!(
         joined.ice_servers[1].username.as_deref(),
-        Some(format!("{expiry}:ada").as_str())
+        Some(format!("{expiry}:{}", joined.participant_id).as_str()),
+        "the TURN user is the participant id, not the identity"
     );
 }
 
@@ -522,10 +526,10 @@ fn bad_input_gets_coded_errors_and_the_connection_stays_usable() {
         &json!({"type": "join", "protocol": [1], "room": "r", "name": "A"}),
     );
     h.expect_error(conn, ErrorCode::AlreadyJoined);
-    h.sfu.handle_oversized(conn, 70_000);
+    h.sfu.handle_oversized(conn, 70_000, h.now);
     h.drain();
     h.expect_error(conn, ErrorCode::MessageTooLarge);
-    h.sfu.handle_binary(conn);
+    h.sfu.handle_binary(conn, h.now);
     h.drain();
     h.expect_error(conn, ErrorCode::BadMessage);
     h.chat(conn, "c1", &"x".repeat(limits::MAX_CHAT_BYTES + 1));
@@ -733,4 +737,160 @@ fn fifty_participants_each_receive_every_message_once() {
         let seqs: Vec<u64> = chats(&h.take(*conn)).iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
     }
+}
+
+#[test]
+fn resends_are_answered_even_past_the_chat_rate_limit() {
+    let mut h = Harness::open();
+    let (ada, _) = h.join("r", "Ada");
+    for i in 0..limits::CHAT_BURST {
+        h.chat(ada, &format!("c{i}"), "burst");
+    }
+    h.take(ada);
+    // Every one of them resent at once, as after a reconnect: all acknowledged.
+    for i in 0..limits::CHAT_BURST {
+        h.chat(ada, &format!("c{i}"), "burst");
+    }
+    let acks = chats(&h.take(ada));
+    assert_eq!(acks.len(), limits::CHAT_BURST as usize);
+    assert_eq!(
+        h.sfu.metrics().chat_messages.get(),
+        u64::from(limits::CHAT_BURST)
+    );
+}
+
+#[test]
+fn a_lone_participant_replaced_by_its_own_rejoin_keeps_the_history() {
+    let mut h = Harness::open();
+    let join =
+        json!({"type": "join", "protocol": [1], "room": "r", "name": "Ada", "identity": "ada"});
+    let first = h.connect();
+    h.send(first, &join);
+    h.expect_joined(first);
+    h.chat(first, "c1", "remember me");
+    h.take(first);
+    let second = h.connect();
+    h.send(second, &join);
+    let joined = h.expect_joined(second);
+    assert_eq!(
+        joined.chat_history.len(),
+        1,
+        "history survived the replacement"
+    );
+    h.chat(second, "c2", "next");
+    assert_eq!(chats(&h.take(second))[0].seq, 2, "sequence continues");
+}
+
+#[test]
+fn resuming_with_a_reissued_token_takes_its_grants() {
+    let (mut h, authority) = secured();
+    let now = UNIX_START_MS / 1000;
+    let mint = |grants| {
+        authority
+            .mint(&AccessClaims {
+                sub: "ada".into(),
+                room: "r".into(),
+                name: None,
+                grants,
+                iat: now,
+                exp: now + 3600,
+                nbf: None,
+            })
+            .unwrap()
+    };
+    let conn = h.connect();
+    h.send(conn, &json!({"type": "join", "protocol": [1], "room": "r", "name": "Ada", "token": mint(Grants::ALL)}));
+    let joined = h.expect_joined(conn);
+    h.drop_conn(conn);
+    let again = h.connect();
+    let restricted = Grants {
+        chat: false,
+        ..Grants::ALL
+    };
+    h.send(
+        again,
+        &json!({"type": "join", "protocol": [1], "room": "r", "name": "Ada", "token": mint(restricted),
+                "resume": {"token": joined.resume_token}}),
+    );
+    let resumed = h.expect_joined(again);
+    assert!(resumed.resumed);
+    assert_eq!(resumed.grants, restricted);
+    h.chat(again, "c1", "hi");
+    h.expect_error(again, ErrorCode::PermissionDenied);
+}
+
+#[test]
+fn a_token_with_an_unusable_name_is_refused_as_a_bad_token() {
+    let (mut h, authority) = secured();
+    let now = UNIX_START_MS / 1000;
+    let token = authority
+        .mint(&AccessClaims {
+            sub: "ada".into(),
+            room: "r".into(),
+            name: Some("bell\u{7}".into()),
+            grants: Grants::ALL,
+            iat: now,
+            exp: now + 60,
+            nbf: None,
+        })
+        .unwrap();
+    let conn = h.connect();
+    h.send(
+        conn,
+        &json!({"type": "join", "protocol": [1], "room": "r", "name": "Ada", "token": token}),
+    );
+    h.expect_error(conn, ErrorCode::TokenInvalid);
+    assert_eq!(h.close_reasons.get(&conn), Some(&ByeReason::JoinRefused));
+}
+
+#[test]
+fn publishing_without_the_grant_is_refused_before_the_track_is_checked() {
+    let (mut h, authority) = secured();
+    let now = UNIX_START_MS / 1000;
+    let token = authority
+        .mint(&AccessClaims {
+            sub: "viewer".into(),
+            room: "r".into(),
+            name: None,
+            grants: Grants {
+                publish: false,
+                ..Grants::ALL
+            },
+            iat: now,
+            exp: now + 60,
+            nbf: None,
+        })
+        .unwrap();
+    let conn = h.connect();
+    h.send(
+        conn,
+        &json!({"type": "join", "protocol": [1], "room": "r", "name": "V", "token": token}),
+    );
+    h.expect_joined(conn);
+    h.send(conn, &json!({"type": "publish_track", "track": {"id": "bad id!", "kind": "audio", "source": "camera"}}));
+    h.expect_error(conn, ErrorCode::PermissionDenied);
+}
+
+#[test]
+fn frames_after_bye_are_ignored_and_binary_frames_are_rate_limited() {
+    let mut h = Harness::open();
+    let conn = h.connect();
+    for _ in 0..limits::MESSAGE_BURST {
+        h.sfu.handle_binary(conn, h.now);
+    }
+    h.sfu.handle_binary(conn, h.now);
+    h.drain();
+    let replies = h.take(conn);
+    assert_eq!(replies.len(), limits::MESSAGE_BURST as usize + 1);
+    assert!(
+        matches!(replies.last(), Some(ServerMessage::Error(e)) if e.code == ErrorCode::RateLimited)
+    );
+    h.sfu.shutdown();
+    h.drain();
+    h.take(conn);
+    assert_eq!(h.close_reasons.get(&conn), Some(&ByeReason::ServerShutdown));
+    h.sfu.handle_binary(conn, h.now);
+    h.sfu.handle_oversized(conn, 100_000, h.now);
+    h.drain();
+    assert!(h.take(conn).is_empty(), "nothing is answered after bye");
 }

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
+use axum::extract::ws::{Utf8Bytes, close_code};
+use parley_proto::ByeReason;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{ConnId, Output, Sfu};
@@ -44,8 +45,8 @@ pub enum Event {
 #[derive(Debug)]
 pub enum Outbound {
     Frame(Utf8Bytes),
-    /// Close normally after the frames queued before it.
-    Close,
+    /// Close with this code after the frames queued before it.
+    Close(u16),
 }
 
 pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>) {
@@ -68,8 +69,8 @@ pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>) {
                 sfu.handle_connect(conn, now);
             }
             Some(Event::Text { conn, text }) => sfu.handle_text(conn, &text, now),
-            Some(Event::Oversized { conn, len }) => sfu.handle_oversized(conn, len),
-            Some(Event::Binary { conn }) => sfu.handle_binary(conn),
+            Some(Event::Oversized { conn, len }) => sfu.handle_oversized(conn, len, now),
+            Some(Event::Binary { conn }) => sfu.handle_binary(conn, now),
             Some(Event::Disconnected { conn }) => {
                 queues.remove(&conn);
                 sfu.handle_disconnect(conn, now);
@@ -111,9 +112,13 @@ fn route(sfu: &mut Sfu, queues: &mut HashMap<ConnId, mpsc::Sender<Outbound>>, ou
                 }
             }
         }
-        Output::Close { conn } => {
+        Output::Close { conn, reason } => {
+            let code = match reason {
+                ByeReason::ServerShutdown => close_code::AWAY,
+                _ => close_code::NORMAL,
+            };
             if let Some(queue) = queues.remove(&conn) {
-                let _ = queue.try_send(Outbound::Close);
+                let _ = queue.try_send(Outbound::Close(code));
             }
         }
     }

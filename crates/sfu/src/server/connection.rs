@@ -64,8 +64,7 @@ pub async fn run(
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(err)) => {
                         tracing::debug!(conn, %err, "signaling connection failed");
-                        // Frames over the hard cap end up here: tell the client why.
-                        break Some((close_code::SIZE, "frame too large"));
+                        break read_failure_close(err);
                     }
                 };
                 if events.send(event).await.is_err() {
@@ -78,7 +77,7 @@ pub async fn run(
                         break None;
                     }
                 }
-                Some(Outbound::Close) => break Some((close_code::NORMAL, "bye")),
+                Some(Outbound::Close(code)) => break Some((code, "bye")),
                 None => {
                     let bye = bye_frame(ByeReason::TooSlow, "messages were not read fast enough");
                     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(bye)).await;
@@ -107,6 +106,19 @@ pub async fn run(
     let _ = events.send(Event::Disconnected { conn }).await;
     tracing::debug!(conn, %peer, "signaling connection closed");
     drop(alive);
+}
+
+/// The close frame to send after a failed read: 1009 for a frame over the
+/// hard cap, 1002 for a protocol violation, none when the transport is gone.
+fn read_failure_close(err: axum::Error) -> Option<(u16, &'static str)> {
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((close_code::SIZE, "frame too large")),
+        Some(tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_)) => {
+            Some((close_code::PROTOCOL, "protocol error"))
+        }
+        _ => None,
+    }
 }
 
 async fn write(
