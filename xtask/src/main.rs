@@ -21,9 +21,19 @@ commands:
 environment:
   CARGO_TARGET_DIR      where to build (default: ~/.cache/parley/target, shared by all checkouts)";
 
-/// Debian packages every build needs: a C toolchain for crates with C parts
-/// (ring) and pkg-config for the -sys crates later work adds.
-const BUILD_PACKAGES: &[&str] = &["build-essential", "pkg-config", "ca-certificates"];
+/// Debian packages the build needs: a C toolchain for crates with C parts
+/// (ring, openh264), pkg-config to find system libraries, nasm for openh264's
+/// assembly, libopus for Opus, libclang for the V4L2 (camera) bindings, and
+/// ALSA headers for audio devices.
+const BUILD_PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "ca-certificates",
+    "nasm",
+    "libopus-dev",
+    "libclang-dev",
+    "libasound2-dev",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

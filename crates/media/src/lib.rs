@@ -1,0 +1,7 @@
+//! Parley's media engine: frames, capture (camera, microphone, synthetic
+//! sources), simulcast scaling, H.264 and Opus codecs. No networking.
+
+pub mod frame;
+pub mod scale;
+pub mod stamp;
+pub mod synthetic_video;
