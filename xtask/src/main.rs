@@ -23,14 +23,14 @@ environment:
 
 /// Debian packages the build needs: a C toolchain for crates with C parts
 /// (ring, openh264), pkg-config to find system libraries, nasm for openh264's
-/// assembly, libopus for Opus, libclang for the V4L2 (camera) bindings, and
-/// ALSA headers for audio devices.
+/// assembly, cmake to build the bundled libopus, libclang for the V4L2
+/// (camera) bindings, and ALSA headers for audio devices.
 const BUILD_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
     "ca-certificates",
     "nasm",
-    "libopus-dev",
+    "cmake",
     "libclang-dev",
     "libasound2-dev",
 ];

@@ -19,7 +19,7 @@ impl VideoFrame {
     /// A black frame. Width and height must be even and non-zero.
     pub fn new(width: u32, height: u32) -> Self {
         assert!(
-            width > 0 && height > 0 && width % 2 == 0 && height % 2 == 0,
+            width > 0 && height > 0 && width.is_multiple_of(2) && height.is_multiple_of(2),
             "I420 frames need even, non-zero dimensions, got {width}x{height}"
         );
         let mut frame = Self {

@@ -2,6 +2,7 @@
 //! sources), simulcast scaling, H.264 and Opus codecs. No networking.
 
 pub mod frame;
+pub mod h264;
 pub mod scale;
 pub mod stamp;
 pub mod synthetic_video;

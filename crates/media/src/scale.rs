@@ -44,7 +44,10 @@ pub fn simulcast_sizes(source: Size) -> [Size; 3] {
         ),
     );
     let even = |v: f64| ((v / 2.0).round() as u32 * 2).max(2);
-    let full = Size::new(even(f64::from(source.width) * fit), even(f64::from(source.height) * fit));
+    let full = Size::new(
+        even(f64::from(source.width) * fit),
+        even(f64::from(source.height) * fit),
+    );
     let scaled = |divisor: f64| {
         Size::new(
             even(f64::from(full.width) / divisor),
@@ -102,9 +105,10 @@ impl Scaler {
             dst.copy_from_slice(src);
             return Ok(());
         }
-        let source = ImageRef::new(sw, sh, src, PixelType::U8).map_err(|e| ScaleError(e.to_string()))?;
-        let mut target =
-            Image::from_slice_u8(dw, dh, dst, PixelType::U8).map_err(|e| ScaleError(e.to_string()))?;
+        let source =
+            ImageRef::new(sw, sh, src, PixelType::U8).map_err(|e| ScaleError(e.to_string()))?;
+        let mut target = Image::from_slice_u8(dw, dh, dst, PixelType::U8)
+            .map_err(|e| ScaleError(e.to_string()))?;
         self.resizer
             .resize(&source, &mut target, &self.options)
             .map_err(|e| ScaleError(e.to_string()))

@@ -88,7 +88,10 @@ pub fn read_stamp(frame: &VideoFrame) -> Option<Stamp> {
             for line in inner_top..inner_bottom {
                 let start = (line * width + left) as usize;
                 let end = (line * width + right) as usize;
-                sum += y_plane[start..end].iter().map(|&v| u32::from(v)).sum::<u32>();
+                sum += y_plane[start..end]
+                    .iter()
+                    .map(|&v| u32::from(v))
+                    .sum::<u32>();
                 count += right - left;
             }
             let one = count > 0 && sum / count > u32::from(LUMA_ONE + LUMA_ZERO) / 2;
@@ -109,7 +112,10 @@ fn encode(stamp: Stamp) -> u128 {
     payload[1..5].copy_from_slice(&stamp.frame_number.to_be_bytes());
     payload[5..11].copy_from_slice(&(stamp.captured_at_us & TIME_MASK).to_be_bytes()[2..]);
     let mut bits: u128 = 0;
-    for byte in payload.iter().chain(std::iter::once(&CRC8.checksum(&payload))) {
+    for byte in payload
+        .iter()
+        .chain(std::iter::once(&CRC8.checksum(&payload)))
+    {
         bits = (bits << 8) | u128::from(*byte);
     }
     bits
@@ -141,7 +147,7 @@ mod tests {
             let mut frame = VideoFrame::new(w, h);
             let stamp = Stamp {
                 frame_number: 0xDEAD_BEEF,
-                captured_at_us: 1_795_311_587_657_123 & TIME_MASK,
+                captured_at_us: 1_795_311_587_657_123 % (TIME_MASK + 1),
             };
             write_stamp(&mut frame, stamp);
             assert_eq!(read_stamp(&frame), Some(stamp), "{w}x{h}");
@@ -157,7 +163,13 @@ mod tests {
     #[test]
     fn a_damaged_stamp_is_rejected_by_its_crc() {
         let mut frame = VideoFrame::new(320, 180);
-        write_stamp(&mut frame, Stamp { frame_number: 7, captured_at_us: 99 });
+        write_stamp(
+            &mut frame,
+            Stamp {
+                frame_number: 7,
+                captured_at_us: 99,
+            },
+        );
         // Flip the block holding one bit of the frame number.
         let (y, _, _) = frame.planes_mut();
         let block_left = 20 * 320 / 32;
@@ -171,10 +183,16 @@ mod tests {
 
     #[test]
     fn age_allows_for_the_wrap() {
-        let stamp = Stamp { frame_number: 0, captured_at_us: TIME_MASK - 10 };
+        let stamp = Stamp {
+            frame_number: 0,
+            captured_at_us: TIME_MASK - 10,
+        };
         assert_eq!(stamp.age_us((1 << TIME_BITS) + 5), 16);
         let now = 1_795_311_587_657_123u64;
-        let fresh = Stamp { frame_number: 0, captured_at_us: (now - 40_000) & TIME_MASK };
+        let fresh = Stamp {
+            frame_number: 0,
+            captured_at_us: (now - 40_000) & TIME_MASK,
+        };
         assert_eq!(fresh.age_us(now), 40_000);
     }
 }
