@@ -4,5 +4,6 @@
 pub mod frame;
 pub mod h264;
 pub mod scale;
+pub mod simulcast;
 pub mod stamp;
 pub mod synthetic_video;
