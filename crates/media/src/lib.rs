@@ -3,7 +3,11 @@
 
 pub mod frame;
 pub mod h264;
+pub mod opus_codec;
+pub mod quality;
+pub mod resample;
 pub mod scale;
 pub mod simulcast;
 pub mod stamp;
+pub mod synthetic_audio;
 pub mod synthetic_video;
