@@ -1,6 +1,10 @@
 //! Parley's media engine: frames, capture (camera, microphone, synthetic
 //! sources), simulcast scaling, H.264 and Opus codecs. No networking.
 
+pub mod audio_device;
+pub mod camera;
+pub mod clock;
+pub mod device;
 pub mod frame;
 pub mod h264;
 pub mod opus_codec;
