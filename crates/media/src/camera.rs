@@ -393,10 +393,10 @@ mod tests {
         let mut frame = VideoFrame::new(w as u32, h as u32);
         to_i420(FrameFormat::MJPEG, &jpeg, &mut frame, &mut Vec::new()).unwrap();
         // Red: Y ≈ 82, U below and V above neutral (BT.601, limited range).
-        let (y, u, v) = (frame.y()[100], frame.u()[50], frame.v()[50]);
+        let (luma, cb, cr) = (frame.y()[100], frame.u()[50], frame.v()[50]);
         assert!(
-            y.abs_diff(82) < 8 && u < 110 && v > 190,
-            "y {y} u {u} v {v}"
+            luma.abs_diff(82) < 8 && cb < 110 && cr > 190,
+            "y {luma} u {cb} v {cr}"
         );
     }
 
