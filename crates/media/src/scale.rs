@@ -1,8 +1,13 @@
-//! Simulcast layer sizes and I420 downscaling (one plane at a time, with
-//! `fast_image_resize`'s SIMD convolution).
+//! Simulcast layer sizes and I420 downscaling, one plane at a time with
+//! pic-scale. Its resampling plans hold the filter weights and a scratch
+//! buffer, so after the first frame of a given size scaling allocates nothing.
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pic_scale::{
+    ImageSize, ImageStore, ImageStoreMut, Resampling, ResamplingFunction, Scaler as PicScaler,
+};
 
 use crate::frame::VideoFrame;
 
@@ -57,20 +62,27 @@ pub fn simulcast_sizes(source: Size) -> [Size; 3] {
     [scaled(4.0), scaled(2.0), full]
 }
 
-/// Scales I420 frames; keeps its scratch state between calls.
-#[derive(Debug)]
+/// Scales I420 frames; keeps a plan per (source, target) plane size.
 pub struct Scaler {
-    resizer: Resizer,
-    options: ResizeOptions,
+    scaler: PicScaler,
+    plans: HashMap<(u32, u32, u32, u32), (Arc<Resampling<u8, 1>>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Scaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scaler")
+            .field("plans", &self.plans.len())
+            .finish()
+    }
 }
 
 impl Default for Scaler {
     fn default() -> Self {
         Self {
-            resizer: Resizer::new(),
             // Bilinear is a good quality/speed trade for 2× and 4× reduction
             // of camera content; the encoder smooths the rest.
-            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+            scaler: PicScaler::new(ResamplingFunction::Bilinear),
+            plans: HashMap::new(),
         }
     }
 }
@@ -80,38 +92,52 @@ impl Default for Scaler {
 #[error("scaling failed: {0}")]
 pub struct ScaleError(String);
 
+fn scale_error(err: impl std::fmt::Display) -> ScaleError {
+    ScaleError(err.to_string())
+}
+
 impl Scaler {
     /// Scales `src` into `dst` (whose size decides the output size).
     pub fn scale_into(&mut self, src: &VideoFrame, dst: &mut VideoFrame) -> Result<(), ScaleError> {
         let (sw, sh, dw, dh) = (src.width(), src.height(), dst.width(), dst.height());
         dst.captured_at_us = src.captured_at_us;
         let (dy, du, dv) = dst.planes_mut();
-        self.plane(src.y(), sw, sh, dy, dw, dh)?;
-        self.plane(src.u(), sw / 2, sh / 2, du, dw / 2, dh / 2)?;
-        self.plane(src.v(), sw / 2, sh / 2, dv, dw / 2, dh / 2)?;
+        self.plane(src.y(), (sw, sh), dy, (dw, dh))?;
+        self.plane(src.u(), (sw / 2, sh / 2), du, (dw / 2, dh / 2))?;
+        self.plane(src.v(), (sw / 2, sh / 2), dv, (dw / 2, dh / 2))?;
         Ok(())
     }
 
     fn plane(
         &mut self,
         src: &[u8],
-        sw: u32,
-        sh: u32,
+        from: (u32, u32),
         dst: &mut [u8],
-        dw: u32,
-        dh: u32,
+        to: (u32, u32),
     ) -> Result<(), ScaleError> {
-        if (sw, sh) == (dw, dh) {
+        if from == to {
             dst.copy_from_slice(src);
             return Ok(());
         }
-        let source =
-            ImageRef::new(sw, sh, src, PixelType::U8).map_err(|e| ScaleError(e.to_string()))?;
-        let mut target = Image::from_slice_u8(dw, dh, dst, PixelType::U8)
-            .map_err(|e| ScaleError(e.to_string()))?;
-        self.resizer
-            .resize(&source, &mut target, &self.options)
-            .map_err(|e| ScaleError(e.to_string()))
+        let key = (from.0, from.1, to.0, to.1);
+        if !self.plans.contains_key(&key) {
+            let plan = self
+                .scaler
+                .plan_planar_resampling(
+                    ImageSize::new(from.0 as usize, from.1 as usize),
+                    ImageSize::new(to.0 as usize, to.1 as usize),
+                )
+                .map_err(scale_error)?;
+            let scratch = plan.alloc_scratch();
+            self.plans.insert(key, (plan, scratch));
+        }
+        let (plan, scratch) = self.plans.get_mut(&key).expect("inserted above");
+        let source = ImageStore::<u8, 1>::from_slice(src, from.0 as usize, from.1 as usize)
+            .map_err(scale_error)?;
+        let mut target = ImageStoreMut::<u8, 1>::from_slice(dst, to.0 as usize, to.1 as usize)
+            .map_err(scale_error)?;
+        plan.resample_with_scratch(&source, &mut target, scratch)
+            .map_err(scale_error)
     }
 }
 
