@@ -180,7 +180,7 @@ fn opus(c: &mut Criterion) {
         });
     });
     group.bench_function("conceal_lost_frame", |b| {
-        b.iter(|| decoder.conceal(&mut pcm).unwrap())
+        b.iter(|| decoder.conceal(&mut pcm).unwrap());
     });
     group.finish();
 }

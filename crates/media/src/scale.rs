@@ -62,17 +62,26 @@ pub fn simulcast_sizes(source: Size) -> [Size; 3] {
     [scaled(4.0), scaled(2.0), full]
 }
 
+/// Source width and height, then target width and height, of one plane.
+type PlaneSizes = (u32, u32, u32, u32);
+
+/// A resampling plan with its scratch buffer.
+struct Plan {
+    resampling: Arc<Resampling<u8, 1>>,
+    scratch: Vec<u8>,
+}
+
 /// Scales I420 frames; keeps a plan per (source, target) plane size.
 pub struct Scaler {
     scaler: PicScaler,
-    plans: HashMap<(u32, u32, u32, u32), (Arc<Resampling<u8, 1>>, Vec<u8>)>,
+    plans: HashMap<PlaneSizes, Plan>,
 }
 
 impl std::fmt::Debug for Scaler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scaler")
-            .field("plans", &self.plans.len())
-            .finish()
+            .field("plans", &self.plans.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,14 +138,21 @@ impl Scaler {
                 )
                 .map_err(scale_error)?;
             let scratch = plan.alloc_scratch();
-            self.plans.insert(key, (plan, scratch));
+            self.plans.insert(
+                key,
+                Plan {
+                    resampling: plan,
+                    scratch,
+                },
+            );
         }
-        let (plan, scratch) = self.plans.get_mut(&key).expect("inserted above");
+        let plan = self.plans.get_mut(&key).expect("inserted above");
         let source = ImageStore::<u8, 1>::from_slice(src, from.0 as usize, from.1 as usize)
             .map_err(scale_error)?;
         let mut target = ImageStoreMut::<u8, 1>::from_slice(dst, to.0 as usize, to.1 as usize)
             .map_err(scale_error)?;
-        plan.resample_with_scratch(&source, &mut target, scratch)
+        plan.resampling
+            .resample_with_scratch(&source, &mut target, &mut plan.scratch)
             .map_err(scale_error)
     }
 }
