@@ -37,26 +37,70 @@ fn describe(device: &cpal::Device) -> Option<DeviceInfo> {
     Some(DeviceInfo { id, name })
 }
 
-/// Microphones present now (an empty list on a machine without any).
-pub fn list_microphones() -> Result<Vec<DeviceInfo>, DeviceError> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Capture,
+    Playout,
+}
+
+fn devices(direction: Direction) -> Result<Vec<cpal::Device>, DeviceError> {
     let host = cpal::default_host();
-    let devices = host.input_devices().map_err(backend)?;
-    Ok(devices
-        .filter(|d| d.default_input_config().is_ok())
-        .filter_map(|d| describe(&d))
+    Ok(match direction {
+        Direction::Capture => host.input_devices().map_err(backend)?.collect(),
+        Direction::Playout => host.output_devices().map_err(backend)?.collect(),
+    })
+}
+
+fn default_config(
+    device: &cpal::Device,
+    direction: Direction,
+) -> Result<cpal::SupportedStreamConfig, cpal::Error> {
+    match direction {
+        Direction::Capture => device.default_input_config(),
+        Direction::Playout => device.default_output_config(),
+    }
+}
+
+fn list(direction: Direction) -> Result<Vec<DeviceInfo>, DeviceError> {
+    Ok(devices(direction)?
+        .iter()
+        .filter(|d| default_config(d, direction).is_ok())
+        .filter_map(describe)
         .filter(|d| d.id != ALSA_NULL)
         .collect())
 }
 
+/// Microphones present now (an empty list on a machine without any).
+pub fn list_microphones() -> Result<Vec<DeviceInfo>, DeviceError> {
+    list(Direction::Capture)
+}
+
 /// Speakers and headphones present now.
 pub fn list_speakers() -> Result<Vec<DeviceInfo>, DeviceError> {
-    let host = cpal::default_host();
-    let devices = host.output_devices().map_err(backend)?;
-    Ok(devices
-        .filter(|d| d.default_output_config().is_ok())
-        .filter_map(|d| describe(&d))
-        .filter(|d| d.id != ALSA_NULL)
-        .collect())
+    list(Direction::Playout)
+}
+
+/// The device with this id (or else this name), its display name and its
+/// default stream configuration.
+fn prepare(
+    direction: Direction,
+    id: &str,
+    name: &str,
+) -> Result<(cpal::Device, String, cpal::SupportedStreamConfig), DeviceError> {
+    let device = find(devices(direction)?.into_iter(), id, name)?;
+    let label = describe(&device).map_or_else(|| name.to_owned(), |d| d.name);
+    let config = default_config(&device, direction).map_err(|e| DeviceError::Unsupported {
+        device: label.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok((device, label, config))
+}
+
+fn unsupported_format(label: &str, format: SampleFormat) -> DeviceError {
+    DeviceError::Unsupported {
+        device: label.to_owned(),
+        detail: format!("sample format {format}"),
+    }
 }
 
 fn find(
@@ -106,15 +150,7 @@ impl std::fmt::Debug for Microphone {
 impl Microphone {
     /// Opens the microphone with this id, or else this name.
     pub fn open(id: &str, name: &str) -> Result<Self, DeviceError> {
-        let host = cpal::default_host();
-        let device = find(host.input_devices().map_err(backend)?, id, name)?;
-        let label = describe(&device).map_or_else(|| name.to_owned(), |d| d.name);
-        let config = device
-            .default_input_config()
-            .map_err(|e| DeviceError::Unsupported {
-                device: label.clone(),
-                detail: e.to_string(),
-            })?;
+        let (device, label, config) = prepare(Direction::Capture, id, name)?;
         let (sender, blocks) = mpsc::sync_channel(QUEUE_BLOCKS);
         let health = Arc::new(Health::default());
         let stream = match config.sample_format() {
@@ -122,10 +158,7 @@ impl Microphone {
             SampleFormat::I16 => build_input::<i16>(&device, &config, sender, health.clone()),
             SampleFormat::U16 => build_input::<u16>(&device, &config, sender, health.clone()),
             SampleFormat::I32 => build_input::<i32>(&device, &config, sender, health.clone()),
-            other => Err(DeviceError::Unsupported {
-                device: label.clone(),
-                detail: format!("sample format {other}"),
-            }),
+            other => Err(unsupported_format(&label, other)),
         }?;
         stream.play().map_err(|e| busy_or_backend(&label, &e))?;
         Ok(Self {
@@ -174,12 +207,11 @@ impl Microphone {
     }
 }
 
-fn busy_or_backend(name: &str, err: &impl std::fmt::Display) -> DeviceError {
-    let text = err.to_string();
-    if text.contains("busy") || text.contains("Busy") {
-        DeviceError::Busy(name.to_owned())
-    } else {
-        DeviceError::Backend(format!("{name}: {text}"))
+fn busy_or_backend(name: &str, err: &cpal::Error) -> DeviceError {
+    match err.kind() {
+        cpal::ErrorKind::DeviceBusy => DeviceError::Busy(name.to_owned()),
+        cpal::ErrorKind::DeviceNotAvailable => DeviceError::Disconnected(name.to_owned()),
+        _ => DeviceError::Backend(format!("{name}: {err}")),
     }
 }
 
@@ -241,15 +273,7 @@ impl std::fmt::Debug for Speaker {
 
 impl Speaker {
     pub fn open(id: &str, name: &str) -> Result<Self, DeviceError> {
-        let host = cpal::default_host();
-        let device = find(host.output_devices().map_err(backend)?, id, name)?;
-        let label = describe(&device).map_or_else(|| name.to_owned(), |d| d.name);
-        let config = device
-            .default_output_config()
-            .map_err(|e| DeviceError::Unsupported {
-                device: label.clone(),
-                detail: e.to_string(),
-            })?;
+        let (device, label, config) = prepare(Direction::Playout, id, name)?;
         let (blocks, receiver) = mpsc::sync_channel(QUEUE_BLOCKS);
         let health = Arc::new(Health::default());
         let stream = match config.sample_format() {
@@ -257,10 +281,7 @@ impl Speaker {
             SampleFormat::I16 => build_output::<i16>(&device, &config, receiver, health.clone()),
             SampleFormat::U16 => build_output::<u16>(&device, &config, receiver, health.clone()),
             SampleFormat::I32 => build_output::<i32>(&device, &config, receiver, health.clone()),
-            other => Err(DeviceError::Unsupported {
-                device: label.clone(),
-                detail: format!("sample format {other}"),
-            }),
+            other => Err(unsupported_format(&label, other)),
         }?;
         stream.play().map_err(|e| busy_or_backend(&label, &e))?;
         Ok(Self {

@@ -3,6 +3,7 @@
 
 pub mod audio_device;
 pub mod camera;
+pub mod capture;
 pub mod clock;
 pub mod device;
 pub mod frame;

@@ -149,13 +149,31 @@ fn secured() -> (Harness, Arc<TokenAuthority>) {
 }
 
 fn token(authority: &TokenAuthority, room: &str, identity: &str, exp_offset_secs: i64) -> String {
+    mint(
+        authority,
+        room,
+        identity,
+        None,
+        Grants::ALL,
+        exp_offset_secs,
+    )
+}
+
+fn mint(
+    authority: &TokenAuthority,
+    room: &str,
+    identity: &str,
+    name: Option<&str>,
+    grants: Grants,
+    exp_offset_secs: i64,
+) -> String {
     let now = UNIX_START_MS / 1000;
     authority
         .mint(&AccessClaims {
             sub: identity.into(),
             room: room.into(),
-            name: None,
-            grants: Grants::ALL,
+            name: name.map(Into::into),
+            grants,
             iat: now,
             exp: now.saturating_add_signed(exp_offset_secs),
             nbf: None,
@@ -412,18 +430,14 @@ fn tokens_are_checked() {
 #[test]
 fn grants_limit_actions() {
     let (mut h, authority) = secured();
-    let now = UNIX_START_MS / 1000;
-    let viewer = authority
-        .mint(&AccessClaims {
-            sub: "viewer".into(),
-            room: "r".into(),
-            name: Some("Viewer From Token".into()),
-            grants: Grants::NONE,
-            iat: now,
-            exp: now + 60,
-            nbf: None,
-        })
-        .unwrap();
+    let viewer = mint(
+        &authority,
+        "r",
+        "viewer",
+        Some("Viewer From Token"),
+        Grants::NONE,
+        60,
+    );
     let conn = h.connect();
     h.send(
         conn,
@@ -784,20 +798,7 @@ fn a_lone_participant_replaced_by_its_own_rejoin_keeps_the_history() {
 #[test]
 fn resuming_with_a_reissued_token_takes_its_grants() {
     let (mut h, authority) = secured();
-    let now = UNIX_START_MS / 1000;
-    let mint = |grants| {
-        authority
-            .mint(&AccessClaims {
-                sub: "ada".into(),
-                room: "r".into(),
-                name: None,
-                grants,
-                iat: now,
-                exp: now + 3600,
-                nbf: None,
-            })
-            .unwrap()
-    };
+    let mint = |grants| mint(&authority, "r", "ada", None, grants, 3600);
     let conn = h.connect();
     h.send(conn, &json!({"type": "join", "protocol": [1], "room": "r", "name": "Ada", "token": mint(Grants::ALL)}));
     let joined = h.expect_joined(conn);
@@ -822,18 +823,7 @@ fn resuming_with_a_reissued_token_takes_its_grants() {
 #[test]
 fn a_token_with_an_unusable_name_is_refused_as_a_bad_token() {
     let (mut h, authority) = secured();
-    let now = UNIX_START_MS / 1000;
-    let token = authority
-        .mint(&AccessClaims {
-            sub: "ada".into(),
-            room: "r".into(),
-            name: Some("bell\u{7}".into()),
-            grants: Grants::ALL,
-            iat: now,
-            exp: now + 60,
-            nbf: None,
-        })
-        .unwrap();
+    let token = mint(&authority, "r", "ada", Some("bell\u{7}"), Grants::ALL, 60);
     let conn = h.connect();
     h.send(
         conn,
@@ -846,21 +836,11 @@ fn a_token_with_an_unusable_name_is_refused_as_a_bad_token() {
 #[test]
 fn publishing_without_the_grant_is_refused_before_the_track_is_checked() {
     let (mut h, authority) = secured();
-    let now = UNIX_START_MS / 1000;
-    let token = authority
-        .mint(&AccessClaims {
-            sub: "viewer".into(),
-            room: "r".into(),
-            name: None,
-            grants: Grants {
-                publish: false,
-                ..Grants::ALL
-            },
-            iat: now,
-            exp: now + 60,
-            nbf: None,
-        })
-        .unwrap();
+    let restricted = Grants {
+        publish: false,
+        ..Grants::ALL
+    };
+    let token = mint(&authority, "r", "viewer", None, restricted, 60);
     let conn = h.connect();
     h.send(
         conn,
