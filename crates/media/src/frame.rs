@@ -18,10 +18,6 @@ pub struct VideoFrame {
 impl VideoFrame {
     /// A black frame. Width and height must be even and non-zero.
     pub fn new(width: u32, height: u32) -> Self {
-        assert!(
-            width > 0 && height > 0 && width.is_multiple_of(2) && height.is_multiple_of(2),
-            "I420 frames need even, non-zero dimensions, got {width}x{height}"
-        );
         let mut frame = Self {
             width,
             height,
@@ -49,6 +45,10 @@ impl VideoFrame {
     /// Resizes the buffer for another size, reusing its capacity; the content
     /// is black (Y=16, U=V=128, limited range).
     pub fn reshape(&mut self, width: u32, height: u32) {
+        assert!(
+            width > 0 && height > 0 && width.is_multiple_of(2) && height.is_multiple_of(2),
+            "I420 frames need even, non-zero dimensions, got {width}x{height}"
+        );
         self.width = width;
         self.height = height;
         let luma = width as usize * height as usize;

@@ -60,7 +60,7 @@ impl OpusEncoder {
             opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
         inner.set_bitrate(opus::Bitrate::Bits(settings.bitrate_bps))?;
         inner.set_inband_fec(settings.fec)?;
-        inner.set_packet_loss_perc(settings.expected_loss_percent)?;
+        inner.set_packet_loss_perc(settings.expected_loss_percent.clamp(0, 100))?;
         inner.set_dtx(settings.dtx)?;
         Ok(Self { inner })
     }
@@ -94,6 +94,16 @@ impl OpusEncoder {
     }
 }
 
+fn check_output(out: &[f32]) -> Result<(), OpusError> {
+    if out.len() < SAMPLES_PER_FRAME {
+        return Err(OpusError(format!(
+            "output holds {} samples; a frame needs {SAMPLES_PER_FRAME}",
+            out.len()
+        )));
+    }
+    Ok(())
+}
+
 pub struct OpusDecoder {
     inner: opus::Decoder,
 }
@@ -124,6 +134,7 @@ impl OpusDecoder {
     /// A lost frame whose successor has arrived: rebuilt from the successor's
     /// in-band FEC data. Call before decoding the successor itself.
     pub fn recover(&mut self, next_packet: &[u8], out: &mut [f32]) -> Result<usize, OpusError> {
+        check_output(out)?;
         Ok(self
             .inner
             .decode_float(next_packet, &mut out[..SAMPLES_PER_FRAME], true)?)
@@ -131,6 +142,7 @@ impl OpusDecoder {
 
     /// A lost frame with nothing to rebuild it from: packet-loss concealment.
     pub fn conceal(&mut self, out: &mut [f32]) -> Result<usize, OpusError> {
+        check_output(out)?;
         Ok(self
             .inner
             .decode_float(&[], &mut out[..SAMPLES_PER_FRAME], false)?)

@@ -51,6 +51,17 @@ struct Layer {
     scaled: Option<VideoFrame>,
 }
 
+fn frame_interval_us(fps: f32) -> u64 {
+    (1e6 / f64::from(fps.max(1.0))) as u64
+}
+
+/// Whether a layer should encode a frame captured at `captured`. A quarter
+/// interval of early arrival is tolerated (camera jitter), and a due time far
+/// in the future means the clock stepped back: encode and re-anchor.
+fn is_due(next_due_us: Option<u64>, captured: u64, interval: u64) -> bool {
+    next_due_us.is_none_or(|due| captured + interval / 4 >= due || due > captured + 2 * interval)
+}
+
 /// Encodes every active layer of each source frame.
 #[derive(Debug)]
 pub struct SimulcastEncoder {
@@ -109,42 +120,52 @@ impl SimulcastEncoder {
     ) -> Result<[Option<EncodedInfo>; LAYERS], CodecError> {
         let captured = frame.captured_at_us;
         let mut results = [None; LAYERS];
-        // Scale from the top down, each layer from the next larger one that
-        // was scaled this frame (cheaper than scaling everything from the source).
+        let mut scaled_now = [false; LAYERS];
+        // From the top down, each layer scaled from the next larger one scaled
+        // this frame (cheaper than scaling everything from the source).
         for index in (0..LAYERS).rev() {
             out[index].clear();
-            let due = {
-                let layer = &self.layers[index];
-                let interval = (1e6 / f64::from(layer.spec.max_fps.max(1.0))) as u64;
-                layer.active
-                    && layer
-                        .next_due_us
-                        .is_none_or(|due| captured + interval / 10 >= due)
-            };
-            if !due {
+            let layer = &self.layers[index];
+            let interval = frame_interval_us(layer.spec.max_fps);
+            if !layer.active || !is_due(layer.next_due_us, captured, interval) {
                 continue;
             }
-            let size = self.layers[index].spec.size;
-            let mut scaled = self.layers[index]
-                .scaled
-                .take()
-                .unwrap_or_else(|| self.pool.take(size.width, size.height));
-            if (scaled.width(), scaled.height()) != (size.width, size.height) {
-                scaled.reshape(size.width, size.height);
-            }
-            let larger = self.layers[index + 1..]
-                .iter()
-                .find_map(|l| l.scaled.as_ref().filter(|f| f.captured_at_us == captured));
-            self.scaler
-                .scale_into(larger.unwrap_or(frame), &mut scaled)
-                .map_err(|e| CodecError::Encoder(e.to_string()))?;
+            let size = layer.spec.size;
+            let source_size = (frame.width(), frame.height()) == (size.width, size.height);
+            let result = if source_size {
+                // The source already has this layer's size: encode it as it is.
+                self.layers[index]
+                    .encoder
+                    .encode_into(frame, &mut out[index])?
+            } else {
+                let mut scaled = self.layers[index]
+                    .scaled
+                    .take()
+                    .unwrap_or_else(|| self.pool.take(size.width, size.height));
+                if (scaled.width(), scaled.height()) != (size.width, size.height) {
+                    scaled.reshape(size.width, size.height);
+                }
+                let larger = (index + 1..LAYERS)
+                    .find(|&i| scaled_now[i])
+                    .and_then(|i| self.layers[i].scaled.as_ref());
+                self.scaler
+                    .scale_into(larger.unwrap_or(frame), &mut scaled)
+                    .map_err(|e| CodecError::Encoder(e.to_string()))?;
+                let result = self.layers[index]
+                    .encoder
+                    .encode_into(&scaled, &mut out[index])?;
+                self.layers[index].scaled = Some(scaled);
+                scaled_now[index] = true;
+                result
+            };
+            results[index] = result;
             let layer = &mut self.layers[index];
-            results[index] = layer.encoder.encode_into(&scaled, &mut out[index])?;
-            let interval = (1e6 / f64::from(layer.spec.max_fps.max(1.0))) as u64;
-            layer.next_due_us = Some(layer.next_due_us.map_or(captured + interval, |due| {
-                (due + interval).max(captured + interval / 2)
-            }));
-            layer.scaled = Some(scaled);
+            layer.next_due_us = Some(match layer.next_due_us {
+                // Stay on the grid while frames arrive on time; re-anchor after a
+                // gap or a clock step so one late frame does not cost a burst.
+                Some(due) if captured < due + interval => due + interval,
+                _ => captured + interval,
+            });
         }
         Ok(results)
     }
@@ -244,6 +265,7 @@ mod tests {
         let (mut simulcast, mut source) = encoder();
         let mut out: [Vec<u8>; LAYERS] = Default::default();
         let mut full_layer_frames = Vec::new();
+        let mut lower_layer_frames = 0;
         for i in 0..30u64 {
             match i {
                 10 => simulcast.set_active(2, false),
@@ -286,6 +308,36 @@ mod tests {
             counts[0]
         );
         assert!(counts[1] >= 54, "30 fps layer produced {}", counts[1]);
+    }
+
+    #[test]
+    fn pacing_tolerates_jitter_and_clock_steps() {
+        let interval = 33_333;
+        // On time, a little early, late: due. Half an interval early: not due.
+        assert!(is_due(Some(1_000_000), 1_000_000, interval));
+        assert!(is_due(Some(1_000_000), 995_000, interval));
+        assert!(is_due(Some(1_000_000), 1_020_000, interval));
+        assert!(!is_due(Some(1_000_000), 983_000, interval));
+        // The clock stepped back a second: encode rather than stall.
+        assert!(is_due(Some(1_000_000), 0, interval));
+    }
+
+    #[test]
+    fn jittery_capture_at_the_layer_rate_loses_no_frames() {
+        let (mut simulcast, mut source) = encoder();
+        let mut out: [Vec<u8>; LAYERS] = Default::default();
+        let mut encoded = 0;
+        for i in 0..60u64 {
+            // ±5 ms of jitter around a 30 fps grid.
+            let jitter = [0, 5_000, -5_000, 3_000][(i % 4) as usize];
+            let t = (1_000_000 + i as i64 * 33_333 + jitter) as u64;
+            let results = simulcast.encode(&source.render(t), &mut out).unwrap();
+            encoded += usize::from(results[1].is_some());
+        }
+        assert!(
+            encoded >= 55,
+            "{encoded} of 60 frames encoded on the half layer"
+        );
     }
 
     #[test]

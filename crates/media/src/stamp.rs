@@ -37,9 +37,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Microseconds from capture to `now_us`, allowing for the 48-bit wrap.
-    pub fn age_us(&self, now_us: u64) -> u64 {
-        now_us.wrapping_sub(self.captured_at_us) & TIME_MASK
+    /// Microseconds from capture to `now_us`, allowing for the 48-bit wrap;
+    /// negative when the sender's clock runs ahead of ours.
+    pub fn age_us(&self, now_us: u64) -> i64 {
+        // Sign-extend the 48-bit difference.
+        (((now_us.wrapping_sub(self.captured_at_us) & TIME_MASK) << 16) as i64) >> 16
     }
 }
 
@@ -194,5 +196,10 @@ mod tests {
             captured_at_us: (now - 40_000) & TIME_MASK,
         };
         assert_eq!(fresh.age_us(now), 40_000);
+        let ahead = Stamp {
+            frame_number: 0,
+            captured_at_us: (now + 3_000) & TIME_MASK,
+        };
+        assert_eq!(ahead.age_us(now), -3_000, "a sender clock slightly ahead");
     }
 }

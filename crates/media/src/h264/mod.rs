@@ -136,7 +136,10 @@ impl H264Encoder {
             .map_err(|e| CodecError::Encoder(e.to_string()))?;
         self.started = true;
         let keyframe = match bitstream.frame_type() {
-            FrameType::Skip | FrameType::Invalid => return Ok(None),
+            FrameType::Skip => return Ok(None),
+            FrameType::Invalid => {
+                return Err(CodecError::Encoder("the encoder is not ready".into()));
+            }
             FrameType::IDR => true,
             _ => false,
         };
@@ -158,26 +161,35 @@ impl H264Encoder {
 
     /// Changes the target bitrate, effective from the next frame.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
-        self.settings.bitrate_bps = bps;
         if self.started {
-            ffi::set_bitrate(&mut self.inner, bps).map_err(CodecError::Encoder)
+            ffi::set_bitrate(&mut self.inner, self.settings.bitrate_bps, bps)
+                .map_err(CodecError::Encoder)?;
+            self.settings.bitrate_bps = bps;
+            Ok(())
         } else {
-            self.restart()
+            self.restart(EncoderSettings {
+                bitrate_bps: bps,
+                ..self.settings
+            })
         }
     }
 
     /// Changes the frame rate the rate control plans for.
     pub fn set_max_fps(&mut self, fps: f32) -> Result<(), CodecError> {
-        self.settings.max_fps = fps;
         if self.started {
-            ffi::set_frame_rate(&mut self.inner, fps).map_err(CodecError::Encoder)
+            ffi::set_frame_rate(&mut self.inner, fps).map_err(CodecError::Encoder)?;
+            self.settings.max_fps = fps;
+            Ok(())
         } else {
-            self.restart()
+            self.restart(EncoderSettings {
+                max_fps: fps,
+                ..self.settings
+            })
         }
     }
 
-    fn restart(&mut self) -> Result<(), CodecError> {
-        *self = Self::new(self.settings)?;
+    fn restart(&mut self, settings: EncoderSettings) -> Result<(), CodecError> {
+        *self = Self::new(settings)?;
         Ok(())
     }
 }
@@ -252,6 +264,14 @@ impl H264Decoder {
             return Ok(None);
         };
         let (width, height) = picture.dimensions();
+        // A crafted SPS can crop a picture to nothing or to an odd size,
+        // which no I420 frame can hold: treat it as a broken stream.
+        if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 {
+            self.needs_keyframe = true;
+            return Err(CodecError::Decoder(format!(
+                "unusable picture size {width}x{height}"
+            )));
+        }
         let (y_stride, u_stride, v_stride) = picture.strides();
         let mut frame = self.pool.take(width as u32, height as u32);
         let (y, u, v) = frame.planes_mut();

@@ -42,7 +42,7 @@ fn encode_clip(
     let mut encoder = H264Encoder::new(settings(size.width, size.height, bitrate_bps)).unwrap();
     let mut clip = Vec::new();
     for i in 0..count {
-        let full = source.render(1_000_000 + i as u64 * FRAME_US);
+        let full = source.render(1_795_000_000_000_000 + i as u64 * FRAME_US);
         let mut frame = VideoFrame::new(size.width, size.height);
         scaler.scale_into(&full, &mut frame).unwrap();
         let mut unit = Vec::new();
@@ -67,7 +67,11 @@ fn hd_round_trip_keeps_every_stamp_at_high_quality() {
             .unwrap()
             .expect("a picture per access unit");
         let stamp = read_stamp(&decoded).expect("stamp survives 720p encoding");
-        assert_eq!(stamp.captured_at_us, info.captured_at_us);
+        assert_eq!(
+            stamp.age_us(info.captured_at_us),
+            0,
+            "48-bit stamp of the capture time"
+        );
         assert_eq!(read_stamp(original).unwrap(), stamp);
         psnrs.push(psnr(original.y(), decoded.y()));
     }
@@ -87,7 +91,7 @@ fn lowest_layer_still_carries_a_readable_stamp() {
         let decoded = decoder.decode(unit).unwrap().unwrap();
         assert_eq!((decoded.width(), decoded.height()), (320, 180));
         let stamp = read_stamp(&decoded).expect("stamp survives 180p at 160 kbps");
-        assert_eq!(stamp.captured_at_us, info.captured_at_us);
+        assert_eq!(stamp.age_us(info.captured_at_us), 0);
     }
 }
 
@@ -225,4 +229,56 @@ fn garbage_is_refused_until_a_keyframe() {
         decoder.decode(&[1, 2, 3]),
         Err(CodecError::NeedKeyframe)
     ));
+}
+
+#[test]
+fn bitrate_can_be_raised_above_the_starting_value_while_running() {
+    let pool = FramePool::new(2);
+    let mut source = SyntheticVideo::new(640, 360, pool);
+    let mut encoder = H264Encoder::new(settings(640, 360, 200_000)).unwrap();
+    let mut bytes = [0usize; 2];
+    for (phase, total) in bytes.iter_mut().enumerate() {
+        if phase == 1 {
+            encoder.set_bitrate(1_200_000).unwrap();
+            encoder.set_max_fps(30.0).unwrap();
+        }
+        for i in 0..90u64 {
+            let mut unit = Vec::new();
+            let t = (phase as u64 * 90 + i) * FRAME_US;
+            let _ = encoder.encode_into(&source.render(t), &mut unit).unwrap();
+            if i >= 30 {
+                *total += unit.len();
+            }
+        }
+    }
+    let ratio = bytes[1] as f64 / bytes[0] as f64;
+    eprintln!(
+        "bytes at 200 kbps vs after raising to 1.2 Mbps: {} vs {} (x{ratio:.1})",
+        bytes[0], bytes[1]
+    );
+    assert!(ratio > 2.5, "ratio {ratio:.2}");
+    assert_eq!(encoder.settings().bitrate_bps, 1_200_000);
+}
+
+#[test]
+fn a_garbage_keyframe_is_a_decoder_error_and_waits_for_the_next() {
+    let mut decoder = H264Decoder::new(FramePool::new(1)).unwrap();
+    let garbage_idr = [0, 0, 0, 1, 0x65, 0xff, 0x00, 0x13, 0x37, 0xff, 0xff, 0xff];
+    match decoder.decode(&garbage_idr) {
+        Err(CodecError::Decoder(_)) | Ok(None) => {}
+        other => panic!("garbage decoded: {other:?}"),
+    }
+    // A real stream still decodes afterwards.
+    let mut source = SyntheticVideo::new(320, 180, FramePool::new(1));
+    let mut encoder = H264Encoder::new(settings(320, 180, 160_000)).unwrap();
+    let mut unit = Vec::new();
+    encoder
+        .encode_into(&source.render(0), &mut unit)
+        .unwrap()
+        .unwrap();
+    let frame = decoder
+        .decode(&unit)
+        .unwrap()
+        .expect("the keyframe decodes");
+    assert_eq!((frame.width(), frame.height()), (320, 180));
 }
