@@ -66,12 +66,12 @@ fn scaling(c: &mut Criterion) {
 }
 
 fn encoding(c: &mut Criterion) {
-    let clip = source_clip();
+    let mut clip = source_clip();
     let specs = default_layers(Size::new(1280, 720), 30.0);
     let mut group = c.benchmark_group("h264_encode");
     for complexity in [EncoderComplexity::Low, EncoderComplexity::Medium] {
         for spec in &specs {
-            let frames = scaled_clip(&clip, spec.size);
+            let mut frames = scaled_clip(&clip, spec.size);
             let mut encoder =
                 H264Encoder::new(layer_settings(spec.size, spec.bitrate_bps, complexity)).unwrap();
             let mut out = Vec::new();
@@ -83,11 +83,11 @@ fn encoding(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     i += 1;
-                    let mut frame = frames[i % CLIP].clone();
+                    let frame = &mut frames[i % CLIP];
                     // Keep capture times moving forward: rate control uses them.
                     frame.captured_at_us = i as u64 * FRAME_US;
                     out.clear();
-                    encoder.encode_into(&frame, &mut out).unwrap()
+                    encoder.encode_into(frame, &mut out).unwrap()
                 });
             });
         }
@@ -100,9 +100,9 @@ fn encoding(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     i += 1;
-                    let mut frame = clip[i % CLIP].clone();
+                    let frame = &mut clip[i % CLIP];
                     frame.captured_at_us = i as u64 * FRAME_US;
-                    simulcast.encode(&frame, &mut outputs).unwrap()
+                    simulcast.encode(frame, &mut outputs).unwrap()
                 });
             },
         );

@@ -2,14 +2,14 @@
 //! ALSA, `CoreAudio`, WASAPI). Everything is converted to and from 48 kHz mono
 //! f32 here, so the rest of the engine never sees a device format.
 //!
-//! Device callbacks run on the audio thread: they only convert and move
-//! samples through bounded queues, dropping (and counting) rather than
-//! blocking when the other side falls behind.
+//! Device callbacks run on the audio thread: they convert samples and move
+//! them through lock-free bounded rings (rtrb), never allocating, locking or
+//! logging there, and dropping (and counting) rather than blocking when the
+//! other side falls behind.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
@@ -18,8 +18,13 @@ use crate::device::{DeviceError, DeviceInfo, pick};
 use crate::frame::{AudioFrame, SAMPLE_RATE, SAMPLES_PER_FRAME};
 use crate::resample::StreamResampler;
 
-/// Blocks of audio waiting between a device thread and the engine (~1 s).
-const QUEUE_BLOCKS: usize = 100;
+/// Capture ring: half a second at 48 kHz, so a reader stalled that long loses nothing.
+const CAPTURE_RING: usize = SAMPLE_RATE as usize / 2;
+/// Playout ring: 100 ms at the device rate. Playout latency can never build
+/// up beyond it; audio that does not fit is dropped and counted.
+const PLAYOUT_RING_MS: u32 = 100;
+/// Largest device callback we prepare buffers for without allocating (samples).
+const MAX_CALLBACK: usize = 16_384;
 
 fn backend(err: impl std::fmt::Display) -> DeviceError {
     DeviceError::Backend(err.to_string())
@@ -123,19 +128,37 @@ fn find(
         .expect("picked from this list"))
 }
 
-/// Health shared between a device callback and its owner.
+/// State shared between a device callback and its owner, all atomics.
 #[derive(Debug, Default)]
 struct Health {
+    /// The device is gone (unplugged, host lost); other errors are glitches.
     failed: AtomicBool,
-    dropped_blocks: AtomicU64,
+    glitches: AtomicU64,
+    dropped_samples: AtomicU64,
+    /// Capture: samples written to the ring so far, and the wall-clock time
+    /// (µs) of the sample just after the last one written.
+    written: AtomicU64,
+    written_end_us: AtomicU64,
+}
+
+fn on_stream_error(health: &Health, err: &cpal::Error) {
+    match err.kind() {
+        cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::HostUnavailable => {
+            health.failed.store(true, Ordering::Relaxed);
+        }
+        // Xruns and the like: the stream goes on.
+        _ => {
+            health.glitches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// An open microphone delivering 20 ms frames of 48 kHz mono.
 pub struct Microphone {
     name: String,
     _stream: cpal::Stream,
-    blocks: Receiver<Vec<f32>>,
-    pending: Vec<f32>,
+    ring: rtrb::Consumer<f32>,
+    read: u64,
     health: Arc<Health>,
 }
 
@@ -151,21 +174,21 @@ impl Microphone {
     /// Opens the microphone with this id, or else this name.
     pub fn open(id: &str, name: &str) -> Result<Self, DeviceError> {
         let (device, label, config) = prepare(Direction::Capture, id, name)?;
-        let (sender, blocks) = mpsc::sync_channel(QUEUE_BLOCKS);
+        let (producer, ring) = rtrb::RingBuffer::new(CAPTURE_RING);
         let health = Arc::new(Health::default());
         let stream = match config.sample_format() {
-            SampleFormat::F32 => build_input::<f32>(&device, &config, sender, health.clone()),
-            SampleFormat::I16 => build_input::<i16>(&device, &config, sender, health.clone()),
-            SampleFormat::U16 => build_input::<u16>(&device, &config, sender, health.clone()),
-            SampleFormat::I32 => build_input::<i32>(&device, &config, sender, health.clone()),
+            SampleFormat::F32 => build_input::<f32>(&device, &config, producer, health.clone()),
+            SampleFormat::I16 => build_input::<i16>(&device, &config, producer, health.clone()),
+            SampleFormat::U16 => build_input::<u16>(&device, &config, producer, health.clone()),
+            SampleFormat::I32 => build_input::<i32>(&device, &config, producer, health.clone()),
             other => Err(unsupported_format(&label, other)),
         }?;
         stream.play().map_err(|e| busy_or_backend(&label, &e))?;
         Ok(Self {
             name: label,
             _stream: stream,
-            blocks,
-            pending: Vec::with_capacity(SAMPLES_PER_FRAME * 2),
+            ring,
+            read: 0,
             health,
         })
     }
@@ -174,35 +197,47 @@ impl Microphone {
         &self.name
     }
 
-    /// Blocks that were dropped because the engine did not read in time.
-    pub fn dropped_blocks(&self) -> u64 {
-        self.health.dropped_blocks.load(Ordering::Relaxed)
+    /// Samples dropped because the engine did not read in time.
+    pub fn dropped_samples(&self) -> u64 {
+        self.health.dropped_samples.load(Ordering::Relaxed)
     }
 
-    /// Fills `frame` with the next 20 ms. Returns `Ok(false)` if none
-    /// arrived within `timeout`, and an error once the device is gone.
+    /// Recoverable stream errors (overruns) so far.
+    pub fn glitches(&self) -> u64 {
+        self.health.glitches.load(Ordering::Relaxed)
+    }
+
+    /// Fills `frame` with the next 20 ms, stamped with when its first sample
+    /// was captured. Returns `Ok(false)` if none arrived within `timeout`,
+    /// and an error once the device is gone.
     pub fn read_frame(
         &mut self,
         frame: &mut AudioFrame,
         timeout: Duration,
     ) -> Result<bool, DeviceError> {
-        while self.pending.len() < SAMPLES_PER_FRAME {
-            if self.health.failed.load(Ordering::Relaxed) {
+        let deadline = Instant::now() + timeout;
+        while self.ring.slots() < SAMPLES_PER_FRAME {
+            if self.health.failed.load(Ordering::Relaxed) || self.ring.is_abandoned() {
                 return Err(DeviceError::Disconnected(self.name.clone()));
             }
-            match self.blocks.recv_timeout(timeout) {
-                Ok(block) => self.pending.extend_from_slice(&block),
-                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(false),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(DeviceError::Disconnected(self.name.clone()));
-                }
+            if Instant::now() >= deadline {
+                return Ok(false);
             }
+            // The ring has no blocking read; a short sleep keeps the added
+            // latency well under one frame.
+            std::thread::sleep(Duration::from_millis(2));
         }
-        frame.samples.clear();
-        frame
-            .samples
-            .extend(self.pending.drain(..SAMPLES_PER_FRAME));
-        frame.captured_at_us = crate::clock::unix_micros();
+        frame.samples.resize(SAMPLES_PER_FRAME, 0.0);
+        let (popped, _) = self.ring.pop_partial_slice(&mut frame.samples);
+        debug_assert_eq!(popped.len(), SAMPLES_PER_FRAME);
+        // The writer publishes its position after the samples themselves, so
+        // this may be a block behind: an error of at most one callback.
+        let written = self.health.written.load(Ordering::Acquire);
+        let written_end_us = self.health.written_end_us.load(Ordering::Acquire);
+        let behind = written.saturating_sub(self.read);
+        frame.captured_at_us =
+            written_end_us.saturating_sub(behind * 1_000_000 / u64::from(SAMPLE_RATE));
+        self.read += SAMPLES_PER_FRAME as u64;
         Ok(true)
     }
 }
@@ -218,7 +253,7 @@ fn busy_or_backend(name: &str, err: &cpal::Error) -> DeviceError {
 fn build_input<T>(
     device: &cpal::Device,
     config: &cpal::SupportedStreamConfig,
-    sender: SyncSender<Vec<f32>>,
+    mut ring: rtrb::Producer<f32>,
     health: Arc<Health>,
 ) -> Result<cpal::Stream, DeviceError>
 where
@@ -227,40 +262,52 @@ where
 {
     let channels = usize::from(config.channels().max(1));
     let mut resampler = StreamResampler::new(config.sample_rate(), SAMPLE_RATE).map_err(backend)?;
-    let mut mono = Vec::new();
+    // Allocated here, reused by every callback.
+    let mut mono = Vec::with_capacity(MAX_CALLBACK);
+    let mut converted = Vec::with_capacity(MAX_CALLBACK * 2);
     let error_health = health.clone();
     device
         .build_input_stream(
             config.config(),
-            move |data: &[T], _| {
+            move |data: &[T], info: &cpal::InputCallbackInfo| {
+                let timestamp = info.timestamp();
+                let waited = timestamp.callback.duration_since(timestamp.capture);
                 mono.clear();
                 mono.extend(data.chunks(channels).map(|f| {
                     f.iter().map(|&s| f32::from_sample(s)).sum::<f32>() / channels as f32
                 }));
-                let mut block = Vec::with_capacity(mono.len() * 2);
-                if resampler.process(&mono, &mut block).is_err() {
+                converted.clear();
+                if resampler.process(&mono, &mut converted).is_err() || converted.is_empty() {
                     return;
                 }
-                if let Err(TrySendError::Full(_)) = sender.try_send(block) {
-                    health.dropped_blocks.fetch_add(1, Ordering::Relaxed);
+                let (_, rest) = ring.push_partial_slice(&converted);
+                let pushed = (converted.len() - rest.len()) as u64;
+                if !rest.is_empty() {
+                    health
+                        .dropped_samples
+                        .fetch_add(rest.len() as u64, Ordering::Relaxed);
                 }
+                // The callback's first sample was captured `waited` ago.
+                let block_us = mono.len() as u64 * 1_000_000 / u64::from(SAMPLE_RATE);
+                let end_us = (crate::clock::unix_micros() + block_us)
+                    .saturating_sub(waited.as_micros() as u64);
+                health.written_end_us.store(end_us, Ordering::Release);
+                health.written.fetch_add(pushed, Ordering::Release);
             },
-            move |err| {
-                tracing::warn!(%err, "microphone stream failed");
-                error_health.failed.store(true, Ordering::Relaxed);
-            },
+            move |err| on_stream_error(&error_health, &err),
             None,
         )
-        .map_err(backend)
+        .map_err(|e| busy_or_backend("microphone", &e))
 }
 
 /// An open speaker playing 48 kHz mono (converted to the device's format).
 pub struct Speaker {
     name: String,
     _stream: cpal::Stream,
-    blocks: SyncSender<Vec<f32>>,
+    ring: rtrb::Producer<f32>,
     health: Arc<Health>,
     resampler: StreamResampler,
+    converted: Vec<f32>,
 }
 
 impl std::fmt::Debug for Speaker {
@@ -274,22 +321,24 @@ impl std::fmt::Debug for Speaker {
 impl Speaker {
     pub fn open(id: &str, name: &str) -> Result<Self, DeviceError> {
         let (device, label, config) = prepare(Direction::Playout, id, name)?;
-        let (blocks, receiver) = mpsc::sync_channel(QUEUE_BLOCKS);
+        let ring_len = (config.sample_rate() * PLAYOUT_RING_MS / 1000) as usize;
+        let (ring, consumer) = rtrb::RingBuffer::new(ring_len);
         let health = Arc::new(Health::default());
         let stream = match config.sample_format() {
-            SampleFormat::F32 => build_output::<f32>(&device, &config, receiver, health.clone()),
-            SampleFormat::I16 => build_output::<i16>(&device, &config, receiver, health.clone()),
-            SampleFormat::U16 => build_output::<u16>(&device, &config, receiver, health.clone()),
-            SampleFormat::I32 => build_output::<i32>(&device, &config, receiver, health.clone()),
+            SampleFormat::F32 => build_output::<f32>(&device, &config, consumer, health.clone()),
+            SampleFormat::I16 => build_output::<i16>(&device, &config, consumer, health.clone()),
+            SampleFormat::U16 => build_output::<u16>(&device, &config, consumer, health.clone()),
+            SampleFormat::I32 => build_output::<i32>(&device, &config, consumer, health.clone()),
             other => Err(unsupported_format(&label, other)),
         }?;
         stream.play().map_err(|e| busy_or_backend(&label, &e))?;
         Ok(Self {
             name: label,
             _stream: stream,
-            blocks,
+            ring,
             health,
             resampler: StreamResampler::new(SAMPLE_RATE, config.sample_rate()).map_err(backend)?,
+            converted: Vec::with_capacity(MAX_CALLBACK),
         })
     }
 
@@ -297,66 +346,60 @@ impl Speaker {
         &self.name
     }
 
-    /// Queues 48 kHz mono samples for playout. Drops them (and counts it)
-    /// when the device is already a second behind.
+    /// Queues 48 kHz mono samples for playout. What does not fit in the
+    /// 100 ms ring is dropped and counted, so latency cannot build up.
     pub fn play(&mut self, samples: &[f32]) -> Result<(), DeviceError> {
-        if self.health.failed.load(Ordering::Relaxed) {
+        if self.health.failed.load(Ordering::Relaxed) || self.ring.is_abandoned() {
             return Err(DeviceError::Disconnected(self.name.clone()));
         }
-        let mut block = Vec::with_capacity(samples.len() * 2);
+        self.converted.clear();
         self.resampler
-            .process(samples, &mut block)
+            .process(samples, &mut self.converted)
             .map_err(backend)?;
-        match self.blocks.try_send(block) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.health.dropped_blocks.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Disconnected(_)) => Err(DeviceError::Disconnected(self.name.clone())),
+        let (_, rest) = self.ring.push_partial_slice(&self.converted);
+        if !rest.is_empty() {
+            self.health
+                .dropped_samples
+                .fetch_add(rest.len() as u64, Ordering::Relaxed);
         }
+        Ok(())
     }
 
-    /// Blocks dropped because playout was more than a second behind.
-    pub fn dropped_blocks(&self) -> u64 {
-        self.health.dropped_blocks.load(Ordering::Relaxed)
+    /// Samples dropped because playout was already 100 ms behind.
+    pub fn dropped_samples(&self) -> u64 {
+        self.health.dropped_samples.load(Ordering::Relaxed)
+    }
+
+    /// Recoverable stream errors (underruns) so far.
+    pub fn glitches(&self) -> u64 {
+        self.health.glitches.load(Ordering::Relaxed)
     }
 }
 
 fn build_output<T>(
     device: &cpal::Device,
     config: &cpal::SupportedStreamConfig,
-    receiver: Receiver<Vec<f32>>,
+    mut ring: rtrb::Consumer<f32>,
     health: Arc<Health>,
 ) -> Result<cpal::Stream, DeviceError>
 where
     T: SizedSample + FromSample<f32>,
 {
     let channels = usize::from(config.channels().max(1));
-    let mut current: Vec<f32> = Vec::new();
-    let mut position = 0;
     device
         .build_output_stream(
             config.config(),
             move |data: &mut [T], _| {
                 for frame in data.chunks_mut(channels) {
-                    if position >= current.len() {
-                        // Underrun plays silence rather than stalling the device.
-                        current = receiver.try_recv().unwrap_or_default();
-                        position = 0;
-                    }
-                    let sample = current.get(position).copied().unwrap_or(0.0);
-                    position += 1;
+                    // An empty ring plays silence rather than stalling the device.
+                    let sample = ring.pop().unwrap_or(0.0);
                     frame.fill(T::from_sample(sample));
                 }
             },
-            move |err| {
-                tracing::warn!(%err, "speaker stream failed");
-                health.failed.store(true, Ordering::Relaxed);
-            },
+            move |err| on_stream_error(&health, &err),
             None,
         )
-        .map_err(backend)
+        .map_err(|e| busy_or_backend("speaker", &e))
 }
 
 #[cfg(test)]
@@ -404,11 +447,17 @@ mod tests {
             }
         }
         assert_eq!(frames, 5, "the device delivered 100 ms in 20 ms frames");
+        assert!(frame.captured_at_us > 0, "frames carry their capture time");
         let mut speaker = Speaker::open(ALSA_NULL, "").unwrap();
-        for _ in 0..5 {
+        // Two seconds at once: no more than the 100 ms ring (plus what the
+        // device took meanwhile) is kept; the rest is dropped, not queued.
+        for _ in 0..100 {
             speaker.play(&[0.1; SAMPLES_PER_FRAME]).unwrap();
         }
-        assert_eq!(speaker.dropped_blocks(), 0);
+        assert!(
+            speaker.dropped_samples() > 0,
+            "latency is bounded by dropping"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn score(format: &CameraFormat, want: CaptureRequest) -> Option<(bool, bool, i64
         FrameFormat::GRAY => return None,
     };
     let (w, h) = (format.resolution().width(), format.resolution().height());
-    if w % 2 != 0 || h % 2 != 0 {
+    if w < 2 || h < 2 {
         return None;
     }
     let fps_ok = format.frame_rate() >= want.fps;
@@ -99,80 +99,101 @@ fn conversion_error(format: FrameFormat, err: impl std::fmt::Display) -> DeviceE
     DeviceError::Backend(format!("converting a {format} frame: {err}"))
 }
 
-/// Converts one camera buffer to I420 in `frame` (already sized). `scratch`
-/// is reused for the RGB step of MJPEG.
+/// Converts one camera buffer of `source` size to I420 in `frame`, which is
+/// `source` rounded down to even dimensions (I420 needs them). Row strides are
+/// derived from the buffer length, so drivers that pad rows are read right.
+/// `scratch` is reused for the RGB step of MJPEG.
 pub fn to_i420(
     format: FrameFormat,
+    source: Size,
     data: &[u8],
     frame: &mut VideoFrame,
     scratch: &mut Vec<u8>,
 ) -> Result<(), DeviceError> {
     let (width, height) = (frame.width(), frame.height());
-    let (y, u, v) = frame.planes_mut();
-    let mut planar = YuvPlanarImageMut {
-        y_plane: BufferStoreMut::Borrowed(y),
-        y_stride: width,
-        u_plane: BufferStoreMut::Borrowed(u),
-        u_stride: width / 2,
-        v_plane: BufferStoreMut::Borrowed(v),
-        v_stride: width / 2,
-        width,
-        height,
-    };
-    let rgb_len = width as usize * height as usize * 3;
-    let expect = |len: usize| {
-        if data.len() < len {
-            Err(conversion_error(
+    if width > source.width || height > source.height || source.height == 0 {
+        return Err(conversion_error(
+            format,
+            "frame larger than the camera picture",
+        ));
+    }
+    // Bytes per row as delivered (at least the packed row length).
+    let stride = |bytes_per_pixel_x2: usize, rows_x2: usize| -> Result<u32, DeviceError> {
+        let packed = source.width as usize * bytes_per_pixel_x2 / 2;
+        let rows = source.height as usize * rows_x2 / 2;
+        let stride = data.len() / rows.max(1);
+        if stride < packed {
+            return Err(conversion_error(
                 format,
-                format!("{} bytes, expected {len}", data.len()),
-            ))
-        } else {
-            Ok(())
+                format!(
+                    "{} bytes for a {}x{} picture",
+                    data.len(),
+                    source.width,
+                    source.height
+                ),
+            ));
         }
+        Ok(stride as u32)
     };
     match format {
         FrameFormat::YUYV => {
-            expect(width as usize * height as usize * 2)?;
+            let yuy_stride = stride(4, 2)?;
             let packed = YuvPackedImage {
                 yuy: data,
-                yuy_stride: width * 2,
+                yuy_stride,
                 width,
                 height,
             };
-            yuv::yuyv422_to_yuv420(&mut planar, &packed).map_err(|e| conversion_error(format, e))
+            yuv::yuyv422_to_yuv420(&mut planar(frame), &packed)
+                .map_err(|e| conversion_error(format, e))
         }
         FrameFormat::NV12 => {
-            let luma = width as usize * height as usize;
-            expect(luma + luma / 2)?;
-            let (y, u, v) = frame.planes_mut();
-            y.copy_from_slice(&data[..luma]);
-            // Chroma is interleaved U,V pairs: split them, nothing to compute.
-            for ((pair, u), v) in data[luma..luma + luma / 2]
-                .chunks_exact(2)
-                .zip(u.iter_mut())
-                .zip(v.iter_mut())
+            // Luma rows, then half as many interleaved U,V rows, same stride.
+            let row = stride(2, 3)? as usize;
+            let (cols, lines) = (width as usize, height as usize);
+            let chroma_start = row * source.height as usize;
+            let (luma, cb, cr) = frame.planes_mut();
+            for (dst, src) in luma
+                .chunks_exact_mut(cols)
+                .zip(data.chunks(row))
+                .take(lines)
             {
-                *u = pair[0];
-                *v = pair[1];
+                dst.copy_from_slice(&src[..cols]);
+            }
+            // Chroma is interleaved U,V pairs: split them, nothing to compute.
+            let chroma_rows = data[chroma_start..].chunks(row).take(lines / 2);
+            for ((u_row, v_row), src) in cb
+                .chunks_exact_mut(cols / 2)
+                .zip(cr.chunks_exact_mut(cols / 2))
+                .zip(chroma_rows)
+            {
+                for ((pair, u), v) in src[..cols]
+                    .chunks_exact(2)
+                    .zip(u_row.iter_mut())
+                    .zip(v_row.iter_mut())
+                {
+                    *u = pair[0];
+                    *v = pair[1];
+                }
             }
             Ok(())
         }
         FrameFormat::MJPEG => {
-            scratch.resize(rgb_len, 0);
+            scratch.resize(source.width as usize * source.height as usize * 3, 0);
             nokhwa::utils::buf_mjpeg_to_rgb(data, scratch, false)
                 .map_err(|e| conversion_error(format, e))?;
-            rgb_to_i420(&mut planar, scratch, width, format)
+            rgb_to_i420(&mut planar(frame), scratch, source.width * 3, format)
         }
         FrameFormat::RAWRGB => {
-            expect(rgb_len)?;
-            rgb_to_i420(&mut planar, data, width, format)
+            let rgb_stride = stride(6, 2)?;
+            rgb_to_i420(&mut planar(frame), data, rgb_stride, format)
         }
         FrameFormat::RAWBGR => {
-            expect(rgb_len)?;
+            let bgr_stride = stride(6, 2)?;
             yuv::bgr_to_yuv420(
-                &mut planar,
+                &mut planar(frame),
                 data,
-                width * 3,
+                bgr_stride,
                 YuvRange::Limited,
                 YuvStandardMatrix::Bt601,
                 YuvConversionMode::Balanced,
@@ -186,16 +207,32 @@ pub fn to_i420(
     }
 }
 
+/// The frame's planes as the `yuv` crate's destination image.
+fn planar(frame: &mut VideoFrame) -> YuvPlanarImageMut<'_, u8> {
+    let (width, height) = (frame.width(), frame.height());
+    let (y, u, v) = frame.planes_mut();
+    YuvPlanarImageMut {
+        y_plane: BufferStoreMut::Borrowed(y),
+        y_stride: width,
+        u_plane: BufferStoreMut::Borrowed(u),
+        u_stride: width / 2,
+        v_plane: BufferStoreMut::Borrowed(v),
+        v_stride: width / 2,
+        width,
+        height,
+    }
+}
+
 fn rgb_to_i420(
     planar: &mut YuvPlanarImageMut<'_, u8>,
     rgb: &[u8],
-    width: u32,
+    rgb_stride: u32,
     format: FrameFormat,
 ) -> Result<(), DeviceError> {
     yuv::rgb_to_yuv420(
         planar,
         rgb,
-        width * 3,
+        rgb_stride,
         YuvRange::Limited,
         YuvStandardMatrix::Bt601,
         YuvConversionMode::Balanced,
@@ -210,7 +247,11 @@ pub struct CameraSource {
     format: CameraFormat,
     pool: FramePool,
     scratch: Vec<u8>,
+    bad_frames: u64,
 }
+
+/// Corrupt frames in a row after which the camera counts as broken.
+const MAX_BAD_FRAMES_IN_A_ROW: u32 = 30;
 
 impl std::fmt::Debug for CameraSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -285,6 +326,7 @@ impl CameraSource {
             format,
             pool,
             scratch: Vec::new(),
+            bad_frames: 0,
         })
     }
 
@@ -293,25 +335,39 @@ impl CameraSource {
         Size::new(resolution.width(), resolution.height())
     }
 
-    /// Blocks until the next frame; stamps it with the time it arrived.
+    /// Frames skipped because they did not convert (corrupt MJPEG is common on USB).
+    pub fn bad_frames(&self) -> u64 {
+        self.bad_frames
+    }
+
+    /// Blocks until the next good frame; stamps it with the time it arrived.
     pub fn next_frame(&mut self) -> Result<VideoFrame, DeviceError> {
-        let buffer = self
-            .camera
-            .frame()
-            .map_err(|_| DeviceError::Disconnected(self.name.clone()))?;
-        let captured_at_us = crate::clock::unix_micros();
-        let resolution = buffer.resolution();
-        let mut frame = self
-            .pool
-            .take(resolution.width() & !1, resolution.height() & !1);
-        to_i420(
-            buffer.source_frame_format(),
-            buffer.buffer(),
-            &mut frame,
-            &mut self.scratch,
-        )?;
-        frame.captured_at_us = captured_at_us;
-        Ok(frame)
+        let source = self.size();
+        let format = self.format.format();
+        let mut frame = self.pool.take(source.width & !1, source.height & !1);
+        let mut bad_in_a_row = 0;
+        loop {
+            // `frame_raw` lends the driver's buffer instead of copying it.
+            let data = self
+                .camera
+                .frame_raw()
+                .map_err(|e| DeviceError::Disconnected(format!("{}: {e}", self.name)))?;
+            let captured_at_us = crate::clock::unix_micros();
+            match to_i420(format, source, &data, &mut frame, &mut self.scratch) {
+                Ok(()) => {
+                    frame.captured_at_us = captured_at_us;
+                    return Ok(frame);
+                }
+                Err(err) => {
+                    self.bad_frames += 1;
+                    bad_in_a_row += 1;
+                    if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
+                        self.pool.recycle(frame);
+                        return Err(err);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -356,23 +412,24 @@ mod tests {
     #[test]
     fn yuyv_nv12_and_rgb_convert_to_i420() {
         let (w, h) = (64u32, 32u32);
+        let source = Size::new(w, h);
         let mut frame = VideoFrame::new(w, h);
         let mut scratch = Vec::new();
         // YUYV: Y0 U Y1 V for every two pixels.
         let yuyv: Vec<u8> = [100u8, 90, 110, 160].repeat((w * h / 2) as usize);
-        to_i420(FrameFormat::YUYV, &yuyv, &mut frame, &mut scratch).unwrap();
+        to_i420(FrameFormat::YUYV, source, &yuyv, &mut frame, &mut scratch).unwrap();
         assert_eq!(&frame.y()[..4], &[100, 110, 100, 110]);
         assert!(frame.u().iter().all(|&u| u == 90) && frame.v().iter().all(|&v| v == 160));
 
         let luma = (w * h) as usize;
         let mut nv12 = vec![77u8; luma];
         nv12.extend([10u8, 200].repeat(luma / 4));
-        to_i420(FrameFormat::NV12, &nv12, &mut frame, &mut scratch).unwrap();
+        to_i420(FrameFormat::NV12, source, &nv12, &mut frame, &mut scratch).unwrap();
         assert!(frame.y().iter().all(|&y| y == 77));
         assert!(frame.u().iter().all(|&u| u == 10) && frame.v().iter().all(|&v| v == 200));
 
         let grey = vec![128u8; luma * 3];
-        to_i420(FrameFormat::RAWRGB, &grey, &mut frame, &mut scratch).unwrap();
+        to_i420(FrameFormat::RAWRGB, source, &grey, &mut frame, &mut scratch).unwrap();
         assert!(
             frame.y().iter().all(|&y| y.abs_diff(126) <= 2),
             "{:?}",
@@ -391,7 +448,15 @@ mod tests {
         started.write_scanlines(&rgb).unwrap();
         let jpeg = started.finish().unwrap();
         let mut frame = VideoFrame::new(w as u32, h as u32);
-        to_i420(FrameFormat::MJPEG, &jpeg, &mut frame, &mut Vec::new()).unwrap();
+        let source = Size::new(w as u32, h as u32);
+        to_i420(
+            FrameFormat::MJPEG,
+            source,
+            &jpeg,
+            &mut frame,
+            &mut Vec::new(),
+        )
+        .unwrap();
         // Red: Y ≈ 82, U below and V above neutral (BT.601, limited range).
         let (luma, cb, cr) = (frame.y()[100], frame.u()[50], frame.v()[50]);
         assert!(
@@ -401,14 +466,89 @@ mod tests {
     }
 
     #[test]
+    fn padded_rows_and_odd_sizes_are_read_right() {
+        // A 66x34 YUYV picture whose driver pads each row to 160 bytes; the
+        // frame keeps the even 66x34 picture without shearing.
+        let source = Size::new(66, 34);
+        let stride = 160;
+        let mut data = vec![0u8; stride * 34];
+        for (row, line) in data.chunks_mut(stride).enumerate() {
+            for pair in line[..132].chunks_mut(4) {
+                pair.copy_from_slice(&[row as u8 * 5, 128, row as u8 * 5, 128]);
+            }
+            line[132..].fill(255); // padding must not leak into the picture
+        }
+        let mut frame = VideoFrame::new(66, 34);
+        to_i420(
+            FrameFormat::YUYV,
+            source,
+            &data,
+            &mut frame,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        for row in 0..34 {
+            assert!(
+                frame.y()[row * 66..(row + 1) * 66]
+                    .iter()
+                    .all(|&y| y == row as u8 * 5),
+                "row {row}"
+            );
+        }
+        // An odd 65x33 RGB picture converts into a 64x32 frame.
+        let odd = Size::new(65, 33);
+        let rgb = vec![128u8; 65 * 33 * 3];
+        let mut frame = VideoFrame::new(64, 32);
+        to_i420(FrameFormat::RAWRGB, odd, &rgb, &mut frame, &mut Vec::new()).unwrap();
+        assert!(frame.y().iter().all(|&y| y.abs_diff(126) <= 2));
+    }
+
+    #[test]
+    fn cheaper_formats_win_a_tie() {
+        let offered = [
+            format(640, 480, FrameFormat::MJPEG, 30),
+            format(640, 480, FrameFormat::YUYV, 30),
+            format(640, 480, FrameFormat::NV12, 30),
+            format(0, 0, FrameFormat::NV12, 60),
+        ];
+        let want = CaptureRequest {
+            width: 640,
+            height: 480,
+            fps: 30,
+        };
+        assert_eq!(choose_format(&offered, want), Some(offered[2]));
+        assert_eq!(choose_format(&offered[..2], want), Some(offered[1]));
+    }
+
+    #[test]
     fn truncated_or_corrupt_buffers_are_errors() {
+        let source = Size::new(64, 32);
         let mut frame = VideoFrame::new(64, 32);
         let mut scratch = Vec::new();
-        assert!(to_i420(FrameFormat::YUYV, &[0; 10], &mut frame, &mut scratch).is_err());
-        assert!(to_i420(FrameFormat::NV12, &[0; 10], &mut frame, &mut scratch).is_err());
+        assert!(
+            to_i420(
+                FrameFormat::YUYV,
+                source,
+                &[0; 10],
+                &mut frame,
+                &mut scratch
+            )
+            .is_err()
+        );
+        assert!(
+            to_i420(
+                FrameFormat::NV12,
+                source,
+                &[0; 10],
+                &mut frame,
+                &mut scratch
+            )
+            .is_err()
+        );
         assert!(
             to_i420(
                 FrameFormat::MJPEG,
+                source,
                 &[0xff, 0xd8, 1, 2],
                 &mut frame,
                 &mut scratch

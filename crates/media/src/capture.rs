@@ -13,10 +13,10 @@ use crate::scale::Size;
 use crate::synthetic_audio::SyntheticAudio;
 use crate::synthetic_video::SyntheticVideo;
 
-/// Sleeps until each next tick of a fixed period; skips ticks it missed
-/// rather than bursting to catch up.
+/// Paces a synthetic source: sleeps until each next tick of a fixed period,
+/// skipping ticks it missed rather than bursting to catch up.
 #[derive(Debug)]
-struct Pacer {
+pub struct Pacer {
     period: Duration,
     next: Option<Instant>,
 }
@@ -46,13 +46,9 @@ pub enum VideoSource {
     Camera(CameraSource),
     Synthetic {
         source: SyntheticVideo,
-        pacer: PacerHandle,
+        pacer: Pacer,
     },
 }
-
-/// Opaque pacing state of a synthetic source.
-#[derive(Debug)]
-pub struct PacerHandle(Pacer);
 
 impl VideoSource {
     /// A synthetic camera at `fps`.
@@ -60,7 +56,7 @@ impl VideoSource {
         let period = Duration::from_secs_f64(1.0 / f64::from(fps.max(1)));
         Self::Synthetic {
             source,
-            pacer: PacerHandle(Pacer::new(period)),
+            pacer: Pacer::new(period),
         }
     }
 
@@ -79,7 +75,7 @@ impl VideoSource {
         match self {
             Self::Camera(camera) => camera.next_frame(),
             Self::Synthetic { source, pacer } => {
-                pacer.0.wait();
+                pacer.wait();
                 Ok(source.render(unix_micros()))
             }
         }
@@ -92,7 +88,7 @@ pub enum AudioSource {
     Microphone(Microphone),
     Synthetic {
         source: SyntheticAudio,
-        pacer: PacerHandle,
+        pacer: Pacer,
     },
 }
 
@@ -100,7 +96,7 @@ impl AudioSource {
     pub fn synthetic(source: SyntheticAudio) -> Self {
         Self::Synthetic {
             source,
-            pacer: PacerHandle(Pacer::new(AUDIO_FRAME)),
+            pacer: Pacer::new(AUDIO_FRAME),
         }
     }
 
@@ -114,7 +110,7 @@ impl AudioSource {
                 tracing::warn!(microphone = microphone.name(), "no audio for a second");
             },
             Self::Synthetic { source, pacer } => {
-                pacer.0.wait();
+                pacer.wait();
                 source.render(frame, unix_micros());
                 Ok(())
             }

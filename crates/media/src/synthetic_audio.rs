@@ -104,6 +104,9 @@ pub struct SyntheticAudio {
     position: u64,
     /// Progress through a marker that started in an earlier frame.
     marker_progress: Option<usize>,
+    /// Capture time of sample 0. Marker placement follows the sample count
+    /// from here, so jitter in callers' timestamps cannot skip or repeat a second.
+    origin_us: Option<u64>,
     voice: Voice,
 }
 
@@ -115,6 +118,7 @@ impl SyntheticAudio {
             marker: marker_template(),
             position: 0,
             marker_progress: None,
+            origin_us: None,
             voice: Voice::new(),
         }
     }
@@ -135,9 +139,11 @@ impl SyntheticAudio {
                 Signal::Samples(samples) => samples[(n % samples.len() as u64) as usize],
             };
         }
+        let origin = *self.origin_us.get_or_insert(captured_at_us);
+        let frame_start_us = origin + self.position * 1_000_000 / u64::from(SAMPLE_RATE);
         self.position += SAMPLES_PER_FRAME as u64;
         if self.markers {
-            self.overlay_marker(frame, captured_at_us);
+            self.overlay_marker(frame, frame_start_us);
         }
     }
 
@@ -311,6 +317,8 @@ pub struct MarkerDetector {
     window: Vec<f32>,
     /// Wall-clock time of `window[0]`, in microseconds.
     window_start_us: f64,
+    /// Where the next block should start if playout is continuous.
+    expected_next_us: f64,
     last_detection_us: f64,
 }
 
@@ -326,6 +334,7 @@ impl Default for MarkerDetector {
             template_energy,
             window: Vec::new(),
             window_start_us: 0.0,
+            expected_next_us: f64::NAN,
             last_detection_us: f64::NEG_INFINITY,
         }
     }
@@ -336,9 +345,14 @@ impl MarkerDetector {
     /// returns the latency, in microseconds, of every marker found.
     pub fn push(&mut self, samples: &[f32], first_sample_us: u64) -> Vec<u64> {
         let us_per_sample = 1e6 / f64::from(SAMPLE_RATE);
-        if self.window.is_empty() {
-            self.window_start_us = first_sample_us as f64;
+        // A jump in playout time (a gap, a device clock drifting away) starts
+        // the window afresh, so drift never accumulates into the latency.
+        let first = first_sample_us as f64;
+        if self.window.is_empty() || (first - self.expected_next_us).abs() > 10_000.0 {
+            self.window.clear();
+            self.window_start_us = first;
         }
+        self.expected_next_us = first + samples.len() as f64 * us_per_sample;
         self.window.extend_from_slice(samples);
         let len = self.template.len();
         let mut found = Vec::new();
@@ -423,6 +437,27 @@ mod tests {
         for latency in latencies {
             assert!(latency.abs_diff(delay_us) <= 100, "{latency}");
         }
+    }
+
+    #[test]
+    fn jittery_capture_times_neither_skip_nor_repeat_a_marker() {
+        let mut source = SyntheticAudio::new(Signal::Speech, true);
+        let mut frame = AudioFrame::silent();
+        let mut detector = MarkerDetector::default();
+        let start_us = 1_700_000_000_000_000 + 500_000;
+        let mut found = Vec::new();
+        for i in 0..250u64 {
+            // Capture times wobble by up to 4 ms around the true 20 ms grid.
+            let wobble = [0, 4_000, 1_000, 3_500][(i % 4) as usize];
+            source.render(&mut frame, start_us + i * 20_000 + wobble);
+            let played_at = start_us + 40_000 + i * 20_000;
+            found.extend(detector.push(&frame.samples, played_at));
+        }
+        assert_eq!(found.len(), 5, "one marker per second of 5: {found:?}");
+        assert!(
+            found.iter().all(|&l| l.abs_diff(40_000) <= 100),
+            "{found:?}"
+        );
     }
 
     #[test]

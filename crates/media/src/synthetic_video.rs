@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn odd_aspect_ratios_work() {
+    fn small_four_by_three_frames_work() {
         let mut source = SyntheticVideo::new(160, 120, FramePool::new(1));
         let frame = source.render(5);
         assert_eq!(stamp::read_stamp(&frame).unwrap().captured_at_us, 5);
