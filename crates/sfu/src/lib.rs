@@ -33,5 +33,6 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod forward;
 pub mod metrics;
 pub mod server;
