@@ -4,3 +4,4 @@
 
 pub mod layer;
 pub mod rewrite;
+pub mod speakers;
