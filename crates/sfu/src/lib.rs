@@ -34,5 +34,6 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod forward;
+pub mod media;
 pub mod metrics;
 pub mod server;
