@@ -524,37 +524,16 @@ mod tests {
     fn truncated_or_corrupt_buffers_are_errors() {
         let source = Size::new(64, 32);
         let mut frame = VideoFrame::new(64, 32);
-        let mut scratch = Vec::new();
-        assert!(
-            to_i420(
-                FrameFormat::YUYV,
-                source,
-                &[0; 10],
-                &mut frame,
-                &mut scratch
-            )
-            .is_err()
-        );
-        assert!(
-            to_i420(
-                FrameFormat::NV12,
-                source,
-                &[0; 10],
-                &mut frame,
-                &mut scratch
-            )
-            .is_err()
-        );
-        assert!(
-            to_i420(
-                FrameFormat::MJPEG,
-                source,
-                &[0xff, 0xd8, 1, 2],
-                &mut frame,
-                &mut scratch
-            )
-            .is_err()
-        );
+        let cases: [(FrameFormat, &[u8]); 4] = [
+            (FrameFormat::YUYV, &[0; 10]),
+            (FrameFormat::NV12, &[0; 10]),
+            (FrameFormat::RAWRGB, &[0; 10]),
+            (FrameFormat::MJPEG, &[0xff, 0xd8, 1, 2]),
+        ];
+        for (format, data) in cases {
+            let result = to_i420(format, source, data, &mut frame, &mut Vec::new());
+            assert!(result.is_err(), "{format}");
+        }
     }
 
     #[test]
