@@ -153,6 +153,20 @@ fn on_stream_error(health: &Health, err: &cpal::Error) {
     }
 }
 
+/// Calls a stream builder with the Rust sample type matching the device's
+/// format: `with_sample_type!(format, label, build_input(args..))`.
+macro_rules! with_sample_type {
+    ($format:expr, $label:expr, $build:ident($($arg:expr),*)) => {
+        match $format {
+            SampleFormat::F32 => $build::<f32>($($arg),*),
+            SampleFormat::I16 => $build::<i16>($($arg),*),
+            SampleFormat::U16 => $build::<u16>($($arg),*),
+            SampleFormat::I32 => $build::<i32>($($arg),*),
+            other => Err(unsupported_format($label, other)),
+        }
+    };
+}
+
 /// An open microphone delivering 20 ms frames of 48 kHz mono.
 pub struct Microphone {
     name: String,
@@ -176,13 +190,11 @@ impl Microphone {
         let (device, label, config) = prepare(Direction::Capture, id, name)?;
         let (producer, ring) = rtrb::RingBuffer::new(CAPTURE_RING);
         let health = Arc::new(Health::default());
-        let stream = match config.sample_format() {
-            SampleFormat::F32 => build_input::<f32>(&device, &config, producer, health.clone()),
-            SampleFormat::I16 => build_input::<i16>(&device, &config, producer, health.clone()),
-            SampleFormat::U16 => build_input::<u16>(&device, &config, producer, health.clone()),
-            SampleFormat::I32 => build_input::<i32>(&device, &config, producer, health.clone()),
-            other => Err(unsupported_format(&label, other)),
-        }?;
+        let stream = with_sample_type!(
+            config.sample_format(),
+            &label,
+            build_input(&device, &config, producer, health.clone())
+        )?;
         stream.play().map_err(|e| busy_or_backend(&label, &e))?;
         Ok(Self {
             name: label,
@@ -324,13 +336,11 @@ impl Speaker {
         let ring_len = (config.sample_rate() * PLAYOUT_RING_MS / 1000) as usize;
         let (ring, consumer) = rtrb::RingBuffer::new(ring_len);
         let health = Arc::new(Health::default());
-        let stream = match config.sample_format() {
-            SampleFormat::F32 => build_output::<f32>(&device, &config, consumer, health.clone()),
-            SampleFormat::I16 => build_output::<i16>(&device, &config, consumer, health.clone()),
-            SampleFormat::U16 => build_output::<u16>(&device, &config, consumer, health.clone()),
-            SampleFormat::I32 => build_output::<i32>(&device, &config, consumer, health.clone()),
-            other => Err(unsupported_format(&label, other)),
-        }?;
+        let stream = with_sample_type!(
+            config.sample_format(),
+            &label,
+            build_output(&device, &config, consumer, health.clone())
+        )?;
         stream.play().map_err(|e| busy_or_backend(&label, &e))?;
         Ok(Self {
             name: label,
