@@ -19,5 +19,6 @@
 //! ```
 
 pub mod driver;
+pub mod media;
 pub mod session;
 pub mod ws;

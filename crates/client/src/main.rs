@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use parley_client::driver::{self, Command, DriverError, DriverEvent, DriverOptions};
+use parley_client::media;
+use parley_client::media::engine::{CallReport, MediaCommand, MediaNotice, MediaOptions};
 use parley_client::session::{EndReason, JoinParams, SessionEvent, SignalingSession};
+use parley_media::scale::Size;
 use parley_proto::ServerMessage;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -72,6 +75,23 @@ struct JoinArgs {
     /// Exit with code 3 when the connection drops instead of reconnecting.
     #[arg(long)]
     no_reconnect: bool,
+    /// Publish a synthetic camera and microphone and receive everyone else's
+    /// media, decoding and checking every frame.
+    #[arg(long)]
+    fake_media: bool,
+    /// Size of the synthetic camera, its top simulcast layer.
+    #[arg(long, default_value = "1280x720", value_parser = parse_size, requires = "fake_media")]
+    resolution: (u32, u32),
+    /// Frame rate of the synthetic camera.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60), requires = "fake_media")]
+    fps: u32,
+    /// Tile size to ask for every remote video track, e.g. 320x180
+    /// (default: no limit). Type `/size WxH` on stdin to change it later.
+    #[arg(long, value_parser = parse_size, requires = "fake_media")]
+    subscribe_size: Option<(u32, u32)>,
+    /// Write per-track results (frames, resolution, latency, loss) here as JSON on exit.
+    #[arg(long, requires = "fake_media")]
+    stats_json: Option<std::path::PathBuf>,
     /// Log filter for stderr, e.g. info or parley_client=debug.
     #[arg(long, env = "RUST_LOG", default_value = "warn")]
     log_level: String,
@@ -87,7 +107,8 @@ fn main() -> ExitCode {
             .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -106,7 +127,13 @@ async fn join(args: JoinArgs) -> u8 {
         name: args.name,
         token: args.token,
         identity: args.identity,
+        media: args.fake_media,
     };
+    let media_options = args.fake_media.then(|| MediaOptions {
+        resolution: Size::new(args.resolution.0, args.resolution.1),
+        fps: args.fps,
+        subscribe_size: args.subscribe_size,
+    });
     if let Err(invalid) = params.validate() {
         eprintln!("parley-cli: {invalid}");
         return exit::JOIN_REFUSED;
@@ -124,9 +151,11 @@ async fn join(args: JoinArgs) -> u8 {
         command_rx,
         event_tx,
     ));
+    let (media_tx, mut media_commands) = mpsc::channel::<MediaCommand>(256);
     if !args.no_stdin {
-        tokio::spawn(read_chat_from_stdin(command_tx.clone()));
+        tokio::spawn(read_stdin(command_tx.clone(), media_tx.clone()));
     }
+    let commands_for_media = command_tx.clone();
     let leave = command_tx.clone();
     tokio::spawn(async move {
         match args.duration {
@@ -142,8 +171,36 @@ async fn join(args: JoinArgs) -> u8 {
     });
     drop(command_tx);
 
-    let mut stdout = std::io::stdout().lock();
-    while let Some(event) = event_rx.recv().await {
+    let mut call = None;
+    let (notice_tx, mut notices) = mpsc::channel(1024);
+    let mut stdout = std::io::stdout();
+    loop {
+        let event = tokio::select! {
+            event = event_rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(notice) = notices.recv() => {
+                match notice {
+                    MediaNotice::Send(msg) => {
+                        let _ = commands_for_media.send(Command::Send(msg)).await;
+                    }
+                    MediaNotice::Line(line) => {
+                        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+                    }
+                }
+                continue;
+            }
+            Some(command) = media_commands.recv() => {
+                if let Some(call) = &call {
+                    let _ = call_commands(call).send(command).await;
+                }
+                continue;
+            }
+        };
+        if let DriverEvent::Session(SessionEvent::Message(msg)) = &event {
+            call = steer_call(call, media_options.as_ref(), msg, &notice_tx).await;
+        }
         let line = match event {
             DriverEvent::Session(
                 SessionEvent::Message(ServerMessage::Pong { .. }) | SessionEvent::Ended(_),
@@ -167,6 +224,28 @@ async fn join(args: JoinArgs) -> u8 {
         }
     }
     drop(stdout);
+    drop(media_tx);
+    if let Some((commands, task)) = call {
+        let _ = commands.send(MediaCommand::Stop).await;
+        match task.await {
+            Ok(Ok(report)) => {
+                if let Some(path) = &args.stats_json
+                    && let Err(err) = write_report(path, &report)
+                {
+                    eprintln!("parley-cli: writing {}: {err}", path.display());
+                    return exit::FAILURE;
+                }
+            }
+            Ok(Err(err)) => {
+                eprintln!("parley-cli: media: {err}");
+                return exit::FAILURE;
+            }
+            Err(err) => {
+                eprintln!("parley-cli: media task: {err}");
+                return exit::FAILURE;
+            }
+        }
+    }
     match driver.await {
         Ok(Ok(EndReason::Left)) => exit::OK,
         Ok(Ok(EndReason::JoinRefused(code))) => {
@@ -188,10 +267,89 @@ async fn join(args: JoinArgs) -> u8 {
     }
 }
 
-async fn read_chat_from_stdin(commands: mpsc::Sender<Command>) {
+type Call = (
+    mpsc::Sender<MediaCommand>,
+    tokio::task::JoinHandle<Result<CallReport, String>>,
+);
+
+fn call_commands(call: &Call) -> &mpsc::Sender<MediaCommand> {
+    &call.0
+}
+
+/// Starts the call on the first `joined` (and again if a fresh join gave us a
+/// new participant id), and hands it the messages it acts on.
+async fn steer_call(
+    call: Option<Call>,
+    options: Option<&MediaOptions>,
+    msg: &ServerMessage,
+    notices: &mpsc::Sender<MediaNotice>,
+) -> Option<Call> {
+    let options = options?;
+    match msg {
+        ServerMessage::Joined(joined) if !joined.resumed || call.is_none() => {
+            if let Some((commands, _)) = call {
+                let _ = commands.send(MediaCommand::Stop).await;
+            }
+            let (tx, rx) = mpsc::channel(256);
+            let task = tokio::spawn(media::engine::run(
+                options.clone(),
+                joined.participant_id.clone(),
+                std::time::Instant::now(),
+                rx,
+                notices.clone(),
+            ));
+            Some((tx, task))
+        }
+        ServerMessage::Offer { .. } | ServerMessage::PublishLayers { .. } => {
+            if let Some((commands, _)) = &call {
+                let _ = commands.send(MediaCommand::Server(msg.clone())).await;
+            }
+            call
+        }
+        _ => call,
+    }
+}
+
+fn write_report(path: &std::path::Path, report: &CallReport) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(path, json + "\n")
+}
+
+/// `WxH`, e.g. `1280x720`: even sizes from 16x16 to 3840x2160.
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("`{text}` is not WIDTHxHEIGHT"))?;
+    let parse = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("`{text}` is not WIDTHxHEIGHT"))
+    };
+    let (width, height) = (parse(w)?, parse(h)?);
+    if !(16..=3840).contains(&width) || !(16..=2160).contains(&height) {
+        return Err(format!("`{text}`: sizes go from 16x16 to 3840x2160"));
+    }
+    if width % 2 != 0 || height % 2 != 0 {
+        return Err(format!("`{text}`: width and height must be even"));
+    }
+    Ok((width, height))
+}
+
+/// Chat lines and `/` commands from stdin.
+async fn read_stdin(commands: mpsc::Sender<Command>, media: mpsc::Sender<MediaCommand>) {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(size) = line.trim().strip_prefix("/size ") {
+            match parse_size(size.trim()) {
+                Ok((width, height)) => {
+                    let _ = media
+                        .send(MediaCommand::SubscribeSize { width, height })
+                        .await;
+                }
+                Err(err) => eprintln!("parley-cli: /size: {err}"),
+            }
             continue;
         }
         let command = Command::Chat {

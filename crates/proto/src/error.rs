@@ -59,6 +59,9 @@ pub enum ErrorCode {
     InvalidSdp,
     /// This server has no media plane; SDP and candidates cannot be answered.
     MediaUnavailable,
+    /// The media session failed (ICE did not connect in time, or the peer
+    /// connection broke) and was closed; signaling and chat continue.
+    MediaFailed,
     /// A bug or resource problem on the server. Codes this build does not
     /// know also decode as `Internal`, as the protocol asks of clients.
     #[serde(other)]
@@ -93,6 +96,7 @@ impl ErrorCode {
         Self::TooManyTracks,
         Self::InvalidSdp,
         Self::MediaUnavailable,
+        Self::MediaFailed,
         Self::Internal,
     ];
 
@@ -124,6 +128,7 @@ impl ErrorCode {
             Self::TooManyTracks => "too_many_tracks",
             Self::InvalidSdp => "invalid_sdp",
             Self::MediaUnavailable => "media_unavailable",
+            Self::MediaFailed => "media_failed",
             Self::Internal => "internal",
         }
     }

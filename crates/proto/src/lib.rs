@@ -20,6 +20,7 @@
 //! ```
 
 pub mod claims;
+pub mod codecs;
 pub mod error;
 pub mod limits;
 pub mod messages;

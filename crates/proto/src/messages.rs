@@ -57,6 +57,10 @@ pub struct Join {
     /// Resume a session that lost its connection, keeping its participant id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Ask for a media session: the server follows `joined` with an `offer`.
+    /// Signaling-only clients (chat bots) leave it false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub media: bool,
 }
 
 /// Resumption data from an earlier `joined`.
@@ -130,10 +134,19 @@ pub enum ServerMessage {
     ChatMessage(ChatMessage),
     /// Who is speaking, loudest first; an empty list means silence.
     ActiveSpeakers { speakers: Vec<SpeakerLevel> },
-    /// SDP offer from the server.
-    Offer { sdp: String },
-    /// SDP answer to the client's offer.
-    Answer { sdp: String },
+    /// SDP offer from the server; every offer in a session comes from it.
+    Offer {
+        sdp: String,
+        /// What each active m-line of the offer carries.
+        mids: Vec<MediaLine>,
+    },
+    /// Which simulcast layers of a published video track anyone receives;
+    /// the publisher should encode only these (dynacast).
+    PublishLayers {
+        track_id: String,
+        /// Rids to send, lowest first; empty pauses the whole track.
+        active: Vec<String>,
+    },
     /// A trickled ICE candidate from the server.
     IceCandidate(IceCandidate),
     /// A message was refused. The connection stays usable unless a `bye` follows.
@@ -142,6 +155,17 @@ pub enum ServerMessage {
     Pong { id: u64 },
     /// The server is about to close the connection, and why.
     Bye { reason: ByeReason, message: String },
+}
+
+/// One m-line of a server offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaLine {
+    pub mid: String,
+    /// Whose track the m-line carries: the receiver's own id for a track it
+    /// publishes (it sends), anyone else's for a subscription (it receives).
+    pub participant_id: String,
+    pub track_id: String,
+    pub kind: TrackKind,
 }
 
 /// Everything a client needs right after joining.
@@ -384,8 +408,8 @@ impl ServerMessage {
             Self::TrackMuted { .. } => "track_muted",
             Self::ChatMessage(_) => "chat_message",
             Self::ActiveSpeakers { .. } => "active_speakers",
+            Self::PublishLayers { .. } => "publish_layers",
             Self::Offer { .. } => "offer",
-            Self::Answer { .. } => "answer",
             Self::IceCandidate(_) => "ice_candidate",
             Self::Error(_) => "error",
             Self::Pong { .. } => "pong",

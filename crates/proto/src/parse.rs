@@ -103,6 +103,7 @@ mod tests {
                 token: "secret".into(),
                 last_chat_seq: Some(4),
             }),
+            media: true,
         });
         let wire = serde_json::to_string(&join).unwrap();
         assert!(wire.starts_with(r#"{"type":"join","#), "{wire}");

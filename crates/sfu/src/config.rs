@@ -1,6 +1,6 @@
 //! Settings from a TOML file, overridden by command-line flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,42 @@ pub struct FileConfig {
     pub stun_urls: Vec<String>,
     #[serde(default)]
     pub rooms: RoomsSection,
+    #[serde(default)]
+    pub media: MediaSection,
+}
+
+/// The UDP media port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// False runs signaling and chat only.
+    pub enabled: bool,
+    /// One UDP port for every media session (0 picks a free one).
+    pub udp_port: u16,
+    /// Addresses to serve media on; empty means every address of every
+    /// interface that is up.
+    pub ips: Vec<IpAddr>,
+    /// The address clients reach when the server sits behind 1:1 NAT (a
+    /// cloud VM's public IP); advertised instead of the local address.
+    pub public_ip: Option<IpAddr>,
+    /// A session whose ICE has not connected this long after it started is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+/// Where media is served unless told otherwise.
+pub const DEFAULT_MEDIA_PORT: u16 = 7882;
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_port: DEFAULT_MEDIA_PORT,
+            ips: Vec::new(),
+            public_ip: None,
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +144,10 @@ pub struct Overrides {
     pub stun_urls: Vec<String>,
     pub max_participants: Option<usize>,
     pub resume_window: Option<Duration>,
+    pub no_media: bool,
+    pub media_port: Option<u16>,
+    pub media_ips: Vec<IpAddr>,
+    pub public_ip: Option<IpAddr>,
 }
 
 /// Everything the server needs, checked.
@@ -116,6 +156,18 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub core: CoreConfig,
+    /// `None` when media is turned off.
+    pub media: Option<MediaSettings>,
+}
+
+/// Where the media port is bound and what clients are told.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub udp_port: u16,
+    /// Empty: every interface address.
+    pub ips: Vec<IpAddr>,
+    pub public_ip: Option<IpAddr>,
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -174,15 +226,28 @@ impl Settings {
         if max_participants == 0 {
             bail!("max participants per room must be at least 1");
         }
+        let media = (file.media.enabled && !flags.no_media).then(|| {
+            let mut ips = file.media.ips;
+            ips.extend(flags.media_ips.iter().copied());
+            MediaSettings {
+                udp_port: flags.media_port.unwrap_or(file.media.udp_port),
+                ips,
+                public_ip: flags.public_ip.or(file.media.public_ip),
+                connect_timeout: file.media.connect_timeout,
+            }
+        });
         Ok(Self {
             listen,
             tls,
+            media,
             core: CoreConfig {
                 tokens,
                 turn,
                 stun_urls,
                 max_participants_per_room: max_participants,
                 resume_window: flags.resume_window.unwrap_or(file.rooms.resume_window),
+                // Filled in once the media port is bound.
+                media: None,
             },
         })
     }

@@ -74,6 +74,18 @@ struct ServeArgs {
     /// room is told it left [default: 15s].
     #[arg(long, value_parser = humantime::parse_duration)]
     resume_window: Option<Duration>,
+    /// Run signaling and chat only, with no media port.
+    #[arg(long)]
+    no_media: bool,
+    /// UDP port shared by every media session, 0 for any free one [default: 7882].
+    #[arg(long)]
+    media_port: Option<u16>,
+    /// Address to serve media on (repeatable) [default: every interface address].
+    #[arg(long = "media-ip")]
+    media_ips: Vec<std::net::IpAddr>,
+    /// Public address to advertise when behind 1:1 NAT (e.g. a cloud VM's).
+    #[arg(long)]
+    public_ip: Option<std::net::IpAddr>,
     /// Log filter, e.g. info or parley_sfu=debug (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log_level: String,
@@ -148,6 +160,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             stun_urls: args.stun_urls,
             max_participants: args.max_participants,
             resume_window: args.resume_window,
+            no_media: args.no_media,
+            media_port: args.media_port,
+            media_ips: args.media_ips,
+            public_ip: args.public_ip,
         },
     )?;
     let open_mode = settings.core.tokens.is_none();
@@ -168,6 +184,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("  signaling: {}", server.signaling_url());
         println!("  health:    {}/healthz", server.http_url());
         println!("  metrics:   {}/metrics", server.http_url());
+        for addr in server.media_addrs() {
+            println!("  media:     udp {addr}");
+        }
         tracing::info!(addr = %server.local_addr(), "serving");
         wait_for_stop_signal().await;
         server.shutdown().await?;

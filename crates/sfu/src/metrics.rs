@@ -18,6 +18,12 @@ pub struct JoinLabels {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `not_media`, `unknown_source`, `bad_stun`, `too_many_addresses` or `rejected`.
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub rooms: Gauge,
@@ -29,6 +35,15 @@ pub struct Metrics {
     pub signaling_messages: Counter,
     pub errors: Family<ErrorLabels, Counter>,
     pub slow_consumers: Counter,
+    pub media_sessions: Gauge,
+    pub media_failures: Counter,
+    pub media_packets_received: Counter,
+    pub media_packets_forwarded: Counter,
+    pub media_bytes_forwarded: Counter,
+    pub media_keyframe_requests: Counter,
+    pub media_layer_switches: Counter,
+    pub media_dynacast_changes: Counter,
+    pub media_datagrams_dropped: Family<DropLabels, Counter>,
 }
 
 impl Metrics {
@@ -73,6 +88,51 @@ impl Metrics {
             "parley_slow_consumers",
             "Connections closed because they did not read their messages",
             self.slow_consumers.clone(),
+        );
+        registry.register(
+            "parley_media_sessions",
+            "Open media sessions (one per participant that asked for media)",
+            self.media_sessions.clone(),
+        );
+        registry.register(
+            "parley_media_failures",
+            "Media sessions closed because ICE failed, timed out or the session errored",
+            self.media_failures.clone(),
+        );
+        registry.register(
+            "parley_media_packets_received",
+            "RTP packets received from publishers",
+            self.media_packets_received.clone(),
+        );
+        registry.register(
+            "parley_media_packets_forwarded",
+            "RTP packets forwarded to subscribers",
+            self.media_packets_forwarded.clone(),
+        );
+        registry.register(
+            "parley_media_bytes_forwarded",
+            "RTP payload bytes forwarded to subscribers",
+            self.media_bytes_forwarded.clone(),
+        );
+        registry.register(
+            "parley_media_keyframe_requests",
+            "Keyframe requests (PLI) sent to publishers",
+            self.media_keyframe_requests.clone(),
+        );
+        registry.register(
+            "parley_media_layer_switches",
+            "Simulcast layer changes for a subscriber",
+            self.media_layer_switches.clone(),
+        );
+        registry.register(
+            "parley_media_dynacast_changes",
+            "Layers paused or resumed at a publisher",
+            self.media_dynacast_changes.clone(),
+        );
+        registry.register(
+            "parley_media_datagrams_dropped",
+            "Datagrams on the media port dropped before reaching a session, by reason",
+            self.media_datagrams_dropped.clone(),
         );
     }
 

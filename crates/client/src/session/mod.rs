@@ -18,6 +18,8 @@ pub struct JoinParams {
     pub token: Option<String>,
     /// Open-mode identity; keeps chat de-duplication working across rejoins.
     pub identity: Option<String>,
+    /// Ask the server for a media session (it then sends offers).
+    pub media: bool,
 }
 
 impl JoinParams {
@@ -27,6 +29,7 @@ impl JoinParams {
             name: name.into(),
             token: None,
             identity: None,
+            media: false,
         }
     }
 
@@ -174,6 +177,7 @@ impl SignalingSession {
             token: self.params.token.clone(),
             identity,
             resume,
+            media: self.params.media,
         }));
         debug_assert!(SUPPORTED_VERSIONS.contains(&PROTOCOL_VERSION));
         self.state = State::Joining;

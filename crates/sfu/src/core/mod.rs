@@ -13,6 +13,7 @@ mod room;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::auth::{TokenAuthority, TokenRejected, TurnCredentials};
+use crate::forward::layer::Request;
+use crate::media::{MediaConfig, MediaOutput, MediaPlane};
 use crate::metrics::{JoinLabels, Metrics};
 pub use rate::TokenBucket;
 use room::{Participant, Room};
@@ -46,6 +49,8 @@ pub struct CoreConfig {
     /// How long a participant whose connection dropped stays in the room,
     /// resumable, before the others are told it left.
     pub resume_window: Duration,
+    /// The media plane's settings; `None` runs signaling and chat only.
+    pub media: Option<MediaConfig>,
 }
 
 impl Default for CoreConfig {
@@ -56,6 +61,7 @@ impl Default for CoreConfig {
             stun_urls: Vec::new(),
             max_participants_per_room: 100,
             resume_window: Duration::from_secs(15),
+            media: None,
         }
     }
 }
@@ -68,6 +74,12 @@ pub enum Output {
     /// Close the connection after everything queued for it has been sent.
     /// `reason` is what the `bye` before it said (it picks the close code).
     Close { conn: ConnId, reason: ByeReason },
+    /// Send one datagram from the media port.
+    Transmit {
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -131,6 +143,7 @@ pub struct Sfu {
     clock: WallClock,
     rng: StdRng,
     metrics: Metrics,
+    media: Option<MediaPlane>,
 }
 
 type Outcome = Result<(), ErrorBody>;
@@ -150,6 +163,10 @@ impl Sfu {
         seed: [u8; 32],
     ) -> Self {
         Self {
+            media: config
+                .media
+                .clone()
+                .map(|media| MediaPlane::new(media, metrics.clone())),
             config,
             conns: HashMap::new(),
             rooms: HashMap::new(),
@@ -180,12 +197,91 @@ impl Sfu {
 
     /// The next instruction for the driver.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            self.pump_media();
+        }
         self.outputs.pop_front()
     }
 
     /// When [`Sfu::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timers = self.timers.peek().map(|Reverse((at, _))| *at);
+        let media = self.media.as_ref().and_then(MediaPlane::poll_timeout);
+        match (timers, media) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Media sessions currently open.
+    pub fn media_peer_count(&self) -> usize {
+        self.media.as_ref().map_or(0, MediaPlane::peer_count)
+    }
+
+    /// One datagram arrived on the media port.
+    pub fn handle_datagram(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        if let Some(media) = &mut self.media {
+            media.handle_datagram(source, destination, data, now);
+        }
+    }
+
+    /// Moves what the media plane produced into this core's outputs,
+    /// addressing signaling messages to the participants' connections.
+    fn pump_media(&mut self) {
+        while let Some(output) = self.media.as_mut().and_then(MediaPlane::poll_output) {
+            match output {
+                MediaOutput::Transmit {
+                    source,
+                    destination,
+                    data,
+                } => self.outputs.push_back(Output::Transmit {
+                    source,
+                    destination,
+                    data,
+                }),
+                MediaOutput::Signal {
+                    room,
+                    participant,
+                    msg,
+                } => {
+                    if let Some(conn) = self.conn_of(&room, &participant) {
+                        self.send(conn, msg);
+                    }
+                }
+                MediaOutput::RoomSignal { room, msg } => {
+                    if let Some(room) = self.rooms.get(&room) {
+                        let to = room.connections();
+                        self.send_many(to, msg);
+                    }
+                }
+                MediaOutput::Failed {
+                    room,
+                    participant,
+                    reason,
+                } => {
+                    self.metrics.media_failures.inc();
+                    if let Some(conn) = self.conn_of(&room, &participant) {
+                        self.send_error(
+                            conn,
+                            ErrorBody::new(
+                                ErrorCode::MediaFailed,
+                                format!("media session closed: {reason}"),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn conn_of(&self, room: &str, participant: &str) -> Option<ConnId> {
+        self.rooms.get(room)?.get(participant)?.conn
     }
 
     /// A new connection was accepted.
@@ -306,6 +402,9 @@ impl Sfu {
 
     /// Fires every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(media) = &mut self.media {
+            media.handle_timeout(now);
+        }
         while self
             .timers
             .peek()
@@ -364,6 +463,12 @@ impl Sfu {
             }
         }
         self.rooms.clear();
+        let metrics = self.metrics.clone();
+        self.media = self
+            .config
+            .media
+            .clone()
+            .map(|media| MediaPlane::new(media, metrics));
         self.resume_tokens.clear();
         self.timers.clear();
         self.participant_count = 0;
@@ -419,17 +524,28 @@ impl Sfu {
             ClientMessage::ChatSend { client_id, text } => {
                 self.chat(conn, room, participant, client_id, text, now)
             }
-            ClientMessage::PublishTrack { track } => self.publish(room, participant, track),
+            ClientMessage::PublishTrack { track } => self.publish(room, participant, track, now),
             ClientMessage::UnpublishTrack { track_id } => {
-                self.unpublish(room, participant, &track_id)
+                self.unpublish(room, participant, &track_id, now)
             }
             ClientMessage::SetMuted { track_id, muted } => {
                 self.set_muted(room, participant, track_id, muted)
             }
-            ClientMessage::UpdateSubscription(pref) => self.subscribe(room, participant, pref),
-            ClientMessage::Offer { sdp } | ClientMessage::Answer { sdp } => {
+            ClientMessage::UpdateSubscription(pref) => self.subscribe(room, participant, pref, now),
+            ClientMessage::Offer { sdp } => {
                 check_sdp(&sdp)?;
-                Err(media_unavailable())
+                if self.media.is_none() {
+                    return Err(media_unavailable());
+                }
+                Err(ErrorBody::new(
+                    ErrorCode::InvalidSdp,
+                    "the server makes every offer in a session; answer its offers instead",
+                ))
+            }
+            ClientMessage::Answer { sdp } => {
+                check_sdp(&sdp)?;
+                let media = self.media.as_mut().ok_or_else(media_unavailable)?;
+                media.answer(room, participant, &sdp, now)
             }
             ClientMessage::IceCandidate(candidate) => {
                 if candidate.candidate.len() > limits::MAX_CANDIDATE_BYTES {
@@ -438,7 +554,8 @@ impl Sfu {
                         "ICE candidate is too long",
                     ));
                 }
-                Err(media_unavailable())
+                let media = self.media.as_mut().ok_or_else(media_unavailable)?;
+                media.remote_candidate(room, participant, &candidate, now)
             }
             ClientMessage::Join(_) | ClientMessage::Ping { .. } => {
                 unreachable!("handled before the session lookup")
@@ -507,6 +624,13 @@ impl Sfu {
                 last_chat_seq,
                 now,
             );
+            if let Some(media) = &mut self.media {
+                if media.has_peer(&join.room, &participant) {
+                    media.resend_offer(&join.room, &participant);
+                } else if join.media {
+                    media.add_peer(&join.room, &participant, now);
+                }
+            }
             return Ok(());
         }
 
@@ -539,7 +663,12 @@ impl Sfu {
             ));
         }
 
-        self.admit(conn, &join.room, (identity, name, grants), version, now);
+        let id = self.admit(conn, &join.room, (identity, name, grants), version, now);
+        if join.media
+            && let Some(media) = &mut self.media
+        {
+            media.add_peer(&join.room, &id, now);
+        }
         Ok(())
     }
 
@@ -551,7 +680,7 @@ impl Sfu {
         (identity, name, grants): (String, String, Grants),
         version: u16,
         now: Instant,
-    ) {
+    ) -> String {
         let participant = Participant {
             id: format!("PA_{}", self.random(10)),
             identity,
@@ -588,6 +717,7 @@ impl Sfu {
             others,
             ServerMessage::ParticipantJoined { participant: info },
         );
+        id
     }
 
     /// Who is joining and what they may do: from the token, or in open mode
@@ -796,7 +926,13 @@ impl Sfu {
         Ok(())
     }
 
-    fn publish(&mut self, room_name: &str, participant: &str, track: TrackInfo) -> Outcome {
+    fn publish(
+        &mut self,
+        room_name: &str,
+        participant: &str,
+        track: TrackInfo,
+        now: Instant,
+    ) -> Outcome {
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
         let p = room
             .get_mut(participant)
@@ -824,6 +960,10 @@ impl Sfu {
             ));
         }
         p.tracks.push(track.clone());
+        if let Some(media) = &mut self.media {
+            media.publish(room_name, participant, &track, now);
+        }
+        let room = &self.rooms[room_name];
         let to = room.connections_except(participant);
         self.send_many(
             to,
@@ -835,7 +975,13 @@ impl Sfu {
         Ok(())
     }
 
-    fn unpublish(&mut self, room_name: &str, participant: &str, track_id: &str) -> Outcome {
+    fn unpublish(
+        &mut self,
+        room_name: &str,
+        participant: &str,
+        track_id: &str,
+        now: Instant,
+    ) -> Outcome {
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
         let p = room
             .get_mut(participant)
@@ -850,6 +996,9 @@ impl Sfu {
                 .remove(&(participant.to_owned(), track_id.to_owned()));
         }
         let to = room.connections_except(participant);
+        if let Some(media) = &mut self.media {
+            media.unpublish(room_name, participant, track_id, now);
+        }
         self.send_many(
             to,
             ServerMessage::TrackUnpublished {
@@ -895,6 +1044,7 @@ impl Sfu {
         room_name: &str,
         participant: &str,
         pref: SubscriptionPreference,
+        now: Instant,
     ) -> Outcome {
         const MAX_TILE_PIXELS: u32 = 16_384;
         let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
@@ -924,6 +1074,21 @@ impl Sfu {
                 format!("tile sizes above {MAX_TILE_PIXELS} pixels are not accepted"),
             ));
         }
+        if let Some(media) = &mut self.media {
+            media.set_preference(
+                room_name,
+                participant,
+                &pref.participant_id,
+                &pref.track_id,
+                Request {
+                    max_width: pref.max_width,
+                    max_height: pref.max_height,
+                    paused: pref.paused,
+                },
+                now,
+            );
+        }
+        let room = self.rooms.get_mut(room_name).expect("joined rooms exist");
         let key = (pref.participant_id.clone(), pref.track_id.clone());
         room.get_mut(participant)
             .expect("checked above")
@@ -965,6 +1130,9 @@ impl Sfu {
         let Some(removed) = room.remove(participant) else {
             return;
         };
+        if let Some(media) = &mut self.media {
+            media.remove_peer(room_name, participant);
+        }
         let others = room.connections();
         self.resume_tokens.remove(&removed.resume_token);
         self.participant_count -= 1;

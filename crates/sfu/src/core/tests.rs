@@ -72,6 +72,7 @@ impl Harness {
                     self.closed.insert(conn);
                     self.close_reasons.insert(conn, reason);
                 }
+                Output::Transmit { .. } => panic!("no media plane in these tests"),
             }
         }
     }

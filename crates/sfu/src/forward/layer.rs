@@ -120,8 +120,23 @@ impl LayerSelector {
     }
 }
 
+/// The layer a subscriber would receive if every layer were flowing: what
+/// dynacast keeps the publisher encoding.
+pub fn wanted(layers: &[Layer], request: Request, estimate_bps: u64) -> Option<usize> {
+    if request.paused || layers.is_empty() {
+        return None;
+    }
+    let cap = size_cap(layers, request);
+    Some(
+        (0..=cap)
+            .rev()
+            .find(|&i| layers[i].bitrate_bps <= estimate_bps)
+            .unwrap_or(0),
+    )
+}
+
 /// The smallest layer that covers the requested tile, or the top layer.
-fn size_cap(layers: &[Layer], request: Request) -> usize {
+pub fn size_cap(layers: &[Layer], request: Request) -> usize {
     let top = layers.len() - 1;
     match (request.max_width, request.max_height) {
         (None, None) => top,

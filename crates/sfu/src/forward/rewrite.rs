@@ -66,6 +66,11 @@ impl RtpRewriter {
         self.source.map(|s| s.ssrc)
     }
 
+    /// The layer (by its source SSRC) asked for last.
+    pub fn target(&self) -> Option<u32> {
+        self.target
+    }
+
     /// Whether a switch is waiting for a keyframe (the publisher should be asked for one).
     pub fn wants_keyframe(&self) -> bool {
         self.target.is_some_and(|t| Some(t) != self.forwarding())

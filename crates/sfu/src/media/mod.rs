@@ -1,4 +1,10 @@
-//! The media plane's UDP side, sans-IO: which peer a datagram belongs to.
-//! The str0m sessions that consume them arrive with the first real call.
+//! The media plane: UDP demultiplexing, per-participant str0m sessions and
+//! RTP forwarding between them.
 
 pub mod demux;
+mod h264;
+mod peer;
+mod plane;
+mod rate;
+
+pub use plane::{MediaConfig, MediaOutput, MediaPlane};

@@ -4,12 +4,14 @@
 //! than allowed to grow the server's memory.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::extract::ws::{Utf8Bytes, close_code};
 use parley_proto::ByeReason;
 use tokio::sync::{mpsc, oneshot};
 
+use super::media::MediaSockets;
 use crate::core::{ConnId, Output, Sfu};
 
 /// Events waiting for the core; connection tasks wait when it is full.
@@ -37,6 +39,11 @@ pub enum Event {
     Disconnected {
         conn: ConnId,
     },
+    Datagram {
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: Vec<u8>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -49,7 +56,7 @@ pub enum Outbound {
     Close(u16),
 }
 
-pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>) {
+pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>, media: MediaSockets) {
     let mut queues: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
     loop {
         let deadline = sfu.poll_timeout();
@@ -75,13 +82,18 @@ pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>) {
                 queues.remove(&conn);
                 sfu.handle_disconnect(conn, now);
             }
+            Some(Event::Datagram {
+                source,
+                destination,
+                data,
+            }) => sfu.handle_datagram(source, destination, &data, now),
             Some(Event::Shutdown { done }) => {
                 sfu.shutdown();
                 shutdown_done = Some(done);
             }
         }
         while let Some(output) = sfu.poll_output() {
-            route(&mut sfu, &mut queues, output);
+            route(&mut sfu, &mut queues, &media, output);
         }
         if let Some(done) = shutdown_done {
             let _ = done.send(());
@@ -89,8 +101,18 @@ pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>) {
     }
 }
 
-fn route(sfu: &mut Sfu, queues: &mut HashMap<ConnId, mpsc::Sender<Outbound>>, output: Output) {
+fn route(
+    sfu: &mut Sfu,
+    queues: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    media: &MediaSockets,
+    output: Output,
+) {
     match output {
+        Output::Transmit {
+            source,
+            destination,
+            data,
+        } => media.send(source, destination, &data),
         Output::Send { to, msg } => {
             let frame = match serde_json::to_string(&msg) {
                 Ok(json) => Utf8Bytes::from(json),

@@ -5,6 +5,7 @@
 mod actor;
 mod connection;
 mod http;
+mod media;
 mod tls;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::core::Sfu;
+use crate::media::MediaConfig;
 use crate::metrics::Metrics;
 use actor::Event;
 
@@ -46,11 +48,12 @@ pub struct Server {
     tls: bool,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
+    media_addrs: Vec<SocketAddr>,
 }
 
 impl Server {
     /// Binds the listener and starts serving in the background.
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn start(mut settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -64,9 +67,23 @@ impl Server {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let sockets = match &settings.media {
+            Some(media) => {
+                let sockets = media::bind(media).await?;
+                settings.core.media = Some(MediaConfig {
+                    candidates: sockets.advertised(),
+                    connect_timeout: media.connect_timeout,
+                    ..MediaConfig::default()
+                });
+                sockets
+            }
+            None => media::MediaSockets::default(),
+        };
+        let media_addrs = sockets.advertised();
         let sfu = Sfu::new(settings.core, metrics, now, unix_ms, rand::random());
         let (events_tx, events_rx) = mpsc::channel(actor::EVENT_QUEUE);
-        let actor = tokio::spawn(actor::run(sfu, events_rx));
+        let readers = media::spawn_readers(&sockets, &events_tx);
+        let actor = tokio::spawn(actor::run(sfu, events_rx, sockets));
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let state = AppState {
             events: events_tx,
@@ -77,13 +94,25 @@ impl Server {
         };
         let (stop, stop_rx) = watch::channel(false);
         let tls = acceptor.is_some();
-        let task = tokio::spawn(serve(listener, acceptor, state, stop_rx, alive_rx, actor));
+        let task = tokio::spawn(async move {
+            let served = serve(listener, acceptor, state, stop_rx, alive_rx, actor).await;
+            for reader in readers {
+                reader.abort();
+            }
+            served
+        });
         Ok(Self {
             local_addr,
             tls,
             stop,
             task,
+            media_addrs,
         })
+    }
+
+    /// The media port's addresses as clients are told them; empty without media.
+    pub fn media_addrs(&self) -> &[SocketAddr] {
+        &self.media_addrs
     }
 
     pub fn local_addr(&self) -> SocketAddr {

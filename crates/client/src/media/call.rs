@@ -1,0 +1,433 @@
+//! The client's media session, sans-IO: one str0m peer connection to the
+//! SFU. The SFU makes every offer; this side answers, sends its own tracks on
+//! the m-lines the SFU opened for them, and hands received frames up.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use parley_proto::codecs;
+use parley_proto::{MediaLine, TrackKind};
+use str0m::change::SdpOffer;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaTime, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// A remote track as the SFU described it in an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteTrack {
+    pub participant_id: String,
+    pub track_id: String,
+    pub kind: TrackKind,
+}
+
+/// What the driver must do, or should know.
+#[derive(Debug)]
+pub enum CallOutput {
+    Transmit {
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// A complete frame of a remote track (H.264 access unit in Annex B, or an Opus packet).
+    Frame {
+        track: RemoteTrack,
+        /// RTP time of the frame, in the track's clock.
+        rtp_time: u64,
+        /// False when packets were lost since the previous frame.
+        contiguous: bool,
+        data: Vec<u8>,
+    },
+    /// The SFU asks for a keyframe on one of our layers.
+    KeyframeRequested {
+        track_id: String,
+        rid: Option<String>,
+    },
+    Connected,
+    /// ICE failed or the connection closed; the call cannot continue.
+    Failed(String),
+}
+
+/// Per-connection numbers from the last stats interval.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConnectionStats {
+    pub rtt_ms: Option<f64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Outgoing bandwidth estimate (TWCC), bits per second.
+    pub estimate_bps: Option<u64>,
+    /// Type of our side of the selected pair: `host`, `srflx`, `prflx` or `relay`.
+    pub local_candidate: Option<String>,
+    pub local_address: Option<String>,
+    pub remote_address: Option<String>,
+    /// `udp` or `tcp`.
+    pub protocol: Option<String>,
+}
+
+/// Per-track transport numbers, as str0m measures them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TrackTransportStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Fraction lost, 0.0 to 1.0.
+    pub loss: Option<f32>,
+    pub jitter_ms: Option<f64>,
+    pub nacks: u64,
+    pub plis: u64,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct CallSession {
+    rtc: Rtc,
+    participant_id: String,
+    /// Our published tracks by track id → their mid.
+    sending: HashMap<String, Mid>,
+    /// Received mids → the remote track they carry.
+    receiving: HashMap<Mid, RemoteTrack>,
+    outputs: VecDeque<CallOutput>,
+    next_timeout: Option<Instant>,
+    connected: bool,
+    /// Our candidates' addresses and types, to name the selected pair.
+    local_candidates: Vec<(SocketAddr, &'static str)>,
+    pub connection: ConnectionStats,
+    pub egress: HashMap<(String, Option<String>), TrackTransportStats>,
+    pub ingress: HashMap<RemoteTrack, TrackTransportStats>,
+}
+
+/// The str0m configuration both ends of a Parley call use (see `codecs`).
+pub fn rtc_config() -> str0m::RtcConfig {
+    let mut config = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_stats_interval(Some(Duration::from_secs(1)));
+    config.codec_config().add_h264(
+        codecs::H264_PT.into(),
+        Some(codecs::H264_RTX_PT.into()),
+        true,
+        codecs::H264_PROFILE_LEVEL_ID,
+    );
+    config
+}
+
+impl CallSession {
+    /// `local` are the sockets' addresses, offered as host candidates.
+    pub fn new(participant_id: String, local: &[SocketAddr], now: Instant) -> Self {
+        let mut rtc = rtc_config().build(now);
+        let mut local_candidates = Vec::new();
+        for address in local {
+            match Candidate::host(*address, "udp") {
+                Ok(candidate) => {
+                    rtc.add_local_candidate(candidate);
+                    local_candidates.push((*address, "host"));
+                }
+                Err(e) => tracing::debug!(%address, "not a usable host candidate: {e}"),
+            }
+        }
+        Self {
+            rtc,
+            participant_id,
+            sending: HashMap::new(),
+            receiving: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_timeout: Some(now),
+            connected: false,
+            local_candidates,
+            connection: ConnectionStats::default(),
+            egress: HashMap::new(),
+            ingress: HashMap::new(),
+        }
+    }
+
+    /// A server-reflexive candidate learnt through STUN for one of our sockets.
+    pub fn add_reflexive_candidate(&mut self, mapped: SocketAddr, base: SocketAddr) {
+        if let Ok(candidate) = Candidate::server_reflexive(mapped, base, "udp") {
+            self.rtc.add_local_candidate(candidate);
+            self.local_candidates.push((base, "srflx"));
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The mid our own track `track_id` is sent on, once the SFU opened one.
+    pub fn sending_mid(&self, track_id: &str) -> Option<Mid> {
+        self.sending.get(track_id).copied()
+    }
+
+    /// Remote tracks currently received.
+    pub fn remote_tracks(&self) -> impl Iterator<Item = &RemoteTrack> {
+        self.receiving.values()
+    }
+
+    /// Answers an offer from the SFU; `mids` says what each m-line carries.
+    pub fn accept_offer(
+        &mut self,
+        sdp: &str,
+        mids: &[MediaLine],
+        now: Instant,
+    ) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("offer: {e}"))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("offer: {e}"))?;
+        self.sending.clear();
+        self.receiving.clear();
+        for line in mids {
+            let mid = Mid::from(line.mid.as_str());
+            if line.participant_id == self.participant_id {
+                self.sending.insert(line.track_id.clone(), mid);
+            } else {
+                self.receiving.insert(
+                    mid,
+                    RemoteTrack {
+                        participant_id: line.participant_id.clone(),
+                        track_id: line.track_id.clone(),
+                        kind: line.kind,
+                    },
+                );
+            }
+        }
+        self.ingress
+            .retain(|track, _| self_receives(&self.receiving, track));
+        self.drain(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    pub fn handle_datagram(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        if !self.rtc.accepts(&input) {
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::debug!("media input rejected: {e}");
+        }
+        self.drain(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_timeout.is_some_and(|t| t <= now) {
+            if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                self.outputs
+                    .push_back(CallOutput::Failed(format!("media session error: {e}")));
+            }
+            self.drain(now);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    pub fn poll_output(&mut self) -> Option<CallOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Sends one encoded video frame on one simulcast layer of `track_id`.
+    /// Returns false while the track has no negotiated m-line yet.
+    pub fn write_video(
+        &mut self,
+        track_id: &str,
+        rid: Option<&str>,
+        rtp_time_90khz: u64,
+        data: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(mid) = self.sending_mid(track_id) else {
+            return false;
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let writer = match rid {
+            Some(rid) => writer.rid(Rid::from(rid)),
+            None => writer,
+        };
+        let time = MediaTime::new(rtp_time_90khz, Frequency::NINETY_KHZ);
+        let written = writer.write(codecs::H264_PT.into(), now, time, data.to_vec());
+        self.drain(now);
+        written.is_ok()
+    }
+
+    /// Sends one Opus packet of `track_id` with its audio level (RFC 6464, -dBov 0..=127).
+    pub fn write_audio(
+        &mut self,
+        track_id: &str,
+        rtp_time_48khz: u64,
+        level: u8,
+        voice: bool,
+        data: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(mid) = self.sending_mid(track_id) else {
+            return false;
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let time = MediaTime::new(rtp_time_48khz, Frequency::FORTY_EIGHT_KHZ);
+        let written = writer.audio_level(-(level.min(127) as i8), voice).write(
+            codecs::OPUS_PT.into(),
+            now,
+            time,
+            data.to_vec(),
+        );
+        self.drain(now);
+        written.is_ok()
+    }
+
+    /// Asks the SFU for a keyframe on a remote video track (after loss).
+    pub fn request_keyframe(&mut self, track: &RemoteTrack, now: Instant) {
+        let Some(mid) = self
+            .receiving
+            .iter()
+            .find(|(_, t)| *t == track)
+            .map(|(m, _)| *m)
+        else {
+            return;
+        };
+        if let Some(mut writer) = self.rtc.writer(mid)
+            && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
+        {
+            let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+        }
+        self.drain(now);
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.next_timeout = Some(at);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.outputs.push_back(CallOutput::Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    data: t.contents.into(),
+                }),
+                Ok(Output::Event(event)) => self.handle_event(event, now),
+                Err(e) => {
+                    self.next_timeout = None;
+                    self.outputs
+                        .push_back(CallOutput::Failed(format!("media session error: {e}")));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, _now: Instant) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                self.outputs.push_back(CallOutput::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.outputs
+                    .push_back(CallOutput::Failed("ICE connectivity lost".into()));
+            }
+            Event::MediaData(data) => {
+                let Some(track) = self.receiving.get(&data.mid) else {
+                    return;
+                };
+                self.outputs.push_back(CallOutput::Frame {
+                    track: track.clone(),
+                    rtp_time: data.time.numer(),
+                    contiguous: data.contiguous,
+                    data: data.data.to_vec(),
+                });
+            }
+            Event::KeyframeRequest(request) => {
+                if let Some(track_id) = self
+                    .sending
+                    .iter()
+                    .find(|(_, mid)| **mid == request.mid)
+                    .map(|(id, _)| id.clone())
+                {
+                    self.outputs.push_back(CallOutput::KeyframeRequested {
+                        track_id,
+                        rid: request.rid.map(|r| r.to_string()),
+                    });
+                }
+            }
+            Event::PeerStats(stats) => self.note_peer_stats(&stats),
+            Event::MediaEgressStats(stats) => self.note_egress(&stats),
+            Event::MediaIngressStats(stats) => self.note_ingress(&stats),
+            _ => {}
+        }
+    }
+
+    fn note_peer_stats(&mut self, stats: &PeerStats) {
+        self.connection.rtt_ms = stats.rtt.map(|r| r.as_secs_f64() * 1000.0);
+        self.connection.bytes_sent = stats.peer_bytes_tx;
+        self.connection.bytes_received = stats.peer_bytes_rx;
+        self.connection.estimate_bps = stats.bwe_tx.map(|b| b.as_u64());
+        if let Some(pair) = &stats.selected_candidate_pair {
+            let kind = self
+                .local_candidates
+                .iter()
+                .find(|(addr, _)| *addr == pair.local.addr)
+                .map_or("prflx", |(_, kind)| *kind);
+            self.connection.local_candidate = Some(kind.to_owned());
+            self.connection.local_address = Some(pair.local.addr.to_string());
+            self.connection.remote_address = Some(pair.remote.addr.to_string());
+            self.connection.protocol = Some(pair.protocol.to_string().to_lowercase());
+        }
+    }
+
+    fn note_egress(&mut self, stats: &MediaEgressStats) {
+        let Some(track_id) = self
+            .sending
+            .iter()
+            .find(|(_, mid)| **mid == stats.mid)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        let entry = self
+            .egress
+            .entry((track_id, stats.rid.map(|r| r.to_string())))
+            .or_default();
+        entry.packets = stats.packets;
+        entry.bytes = stats.bytes;
+        entry.loss = stats.loss;
+        entry.nacks = stats.nacks;
+        entry.plis = stats.plis;
+        entry.jitter_ms = stats.remote.as_ref().map(|r| f64::from(r.jitter) / 90.0);
+    }
+
+    fn note_ingress(&mut self, stats: &MediaIngressStats) {
+        let Some(track) = self.receiving.get(&stats.mid) else {
+            return;
+        };
+        let clock_khz = match track.kind {
+            TrackKind::Audio => 48.0,
+            TrackKind::Video => 90.0,
+        };
+        let entry = self.ingress.entry(track.clone()).or_default();
+        entry.packets = stats.packets;
+        entry.bytes = stats.bytes;
+        entry.loss = stats.loss;
+        entry.nacks = stats.nacks;
+        entry.plis = stats.plis;
+        entry.jitter_ms = Some(f64::from(stats.jitter) / clock_khz);
+    }
+}
+
+fn self_receives(receiving: &HashMap<Mid, RemoteTrack>, track: &RemoteTrack) -> bool {
+    receiving.values().any(|t| t == track)
+}

@@ -1,0 +1,548 @@
+//! The tokio driver of a call: UDP sockets on every interface, the
+//! synthetic publisher's encoded frames in, decoded remote tracks checked,
+//! and the [`CallSession`] fed one input at a time. Signaling reaches it as
+//! [`MediaCommand`]s; what it must send over signaling leaves as [`MediaNotice`]s.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_media::clock::unix_micros;
+use parley_media::scale::Size;
+use parley_media::simulcast::{RIDS, default_layers};
+use parley_proto::{
+    ClientMessage, ServerMessage, SubscriptionPreference, TrackInfo, TrackKind, TrackSource,
+    VideoLayer,
+};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::call::{CallOutput, CallSession, ConnectionStats, RemoteTrack, TrackTransportStats};
+use super::publisher::{Encoded, EncoderControl, FakePublisher};
+use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
+
+/// Track ids of what `--fake-media` publishes.
+pub const CAMERA_TRACK: &str = "camera";
+pub const MICROPHONE_TRACK: &str = "microphone";
+/// A decoder asking for a keyframe asks at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+const MAX_DATAGRAM: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// Size of the synthetic camera (the top simulcast layer).
+    pub resolution: Size,
+    pub fps: u32,
+    /// Tile size asked of the SFU for every remote video track.
+    pub subscribe_size: Option<(u32, u32)>,
+}
+
+/// From the application to the call.
+#[derive(Debug)]
+pub enum MediaCommand {
+    /// A signaling message the call may care about.
+    Server(ServerMessage),
+    /// Ask for every remote video track at this tile size from now on.
+    SubscribeSize {
+        width: u32,
+        height: u32,
+    },
+    Stop,
+}
+
+/// From the call to the application.
+#[derive(Debug)]
+pub enum MediaNotice {
+    /// Send this over signaling.
+    Send(ClientMessage),
+    /// A line for the application's event output.
+    Line(serde_json::Value),
+}
+
+/// Numbers for one published layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedReport {
+    pub track_id: String,
+    pub rid: Option<String>,
+    #[serde(flatten)]
+    pub transport: TrackTransportStats,
+}
+
+/// Everything one remote track delivered.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteReport {
+    pub participant_id: String,
+    pub track_id: String,
+    pub kind: TrackKind,
+    /// Still offered by the SFU when the call ended.
+    pub active: bool,
+    /// From join to this track's first decoded frame.
+    pub first_frame_ms: Option<f64>,
+    pub transport: TrackTransportStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioReport>,
+}
+
+/// The `--stats-json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    pub participant_id: String,
+    /// From join to ICE and DTLS connected.
+    pub media_connected_ms: Option<f64>,
+    /// From join to the first decoded remote video frame.
+    pub first_remote_frame_ms: Option<f64>,
+    pub connection: ConnectionStats,
+    pub published: Vec<PublishedReport>,
+    pub remote: Vec<RemoteReport>,
+}
+
+enum Receiver {
+    Video(Box<VideoReceiver>),
+    Audio(Box<AudioReceiver>),
+}
+
+struct RemoteState {
+    receiver: Receiver,
+    first_frame_ms: Option<f64>,
+    last_keyframe_request: Option<Instant>,
+}
+
+struct Datagram {
+    source: SocketAddr,
+    local: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Every address of every interface that is up, except link-local ones.
+fn local_ips() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|interfaces| {
+            interfaces
+                .into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| match ip {
+                    IpAddr::V4(v4) => !v4.is_link_local(),
+                    IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn bind_sockets() -> Result<Vec<(SocketAddr, Arc<UdpSocket>)>, String> {
+    let mut sockets = Vec::new();
+    for ip in local_ips() {
+        match UdpSocket::bind((ip, 0)).await {
+            Ok(socket) => {
+                let local = socket.local_addr().map_err(|e| e.to_string())?;
+                sockets.push((local, Arc::new(socket)));
+            }
+            Err(err) => tracing::debug!(%ip, %err, "no media socket on this address"),
+        }
+    }
+    if sockets.is_empty() {
+        return Err("no network interface to send media from".into());
+    }
+    Ok(sockets)
+}
+
+fn spawn_readers(
+    sockets: &[(SocketAddr, Arc<UdpSocket>)],
+    out: &mpsc::Sender<Datagram>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    sockets
+        .iter()
+        .map(|(local, socket)| {
+            let (local, socket, out) = (*local, Arc::clone(socket), out.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                loop {
+                    let Ok((len, source)) = socket.recv_from(&mut buf).await else {
+                        continue;
+                    };
+                    let datagram = Datagram {
+                        source,
+                        local,
+                        data: buf[..len].to_vec(),
+                    };
+                    if out.send(datagram).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The tracks `--fake-media` announces.
+pub fn published_tracks(options: &MediaOptions) -> [TrackInfo; 2] {
+    let layers = default_layers(options.resolution, options.fps as f32)
+        .iter()
+        .map(|spec| VideoLayer {
+            rid: spec.rid.to_owned(),
+            width: spec.size.width,
+            height: spec.size.height,
+        })
+        .collect();
+    [
+        TrackInfo {
+            id: MICROPHONE_TRACK.to_owned(),
+            kind: TrackKind::Audio,
+            source: TrackSource::Microphone,
+            muted: false,
+            layers: Vec::new(),
+        },
+        TrackInfo {
+            id: CAMERA_TRACK.to_owned(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            muted: false,
+            layers,
+        },
+    ]
+}
+
+struct Engine {
+    options: MediaOptions,
+    call: CallSession,
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    publisher: FakePublisher,
+    remotes: HashMap<RemoteTrack, RemoteState>,
+    notices: mpsc::Sender<MediaNotice>,
+    joined_at: Instant,
+    media_connected_ms: Option<f64>,
+    first_remote_frame_ms: Option<f64>,
+}
+
+/// Runs the call until [`MediaCommand::Stop`] or until the commands end.
+pub async fn run(
+    options: MediaOptions,
+    participant_id: String,
+    joined_at: Instant,
+    mut commands: mpsc::Receiver<MediaCommand>,
+    notices: mpsc::Sender<MediaNotice>,
+) -> Result<CallReport, String> {
+    let sockets = bind_sockets().await?;
+    let locals: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+    let (datagram_tx, mut datagrams) = mpsc::channel(1024);
+    let readers = spawn_readers(&sockets, &datagram_tx);
+    let (encoded_tx, mut encoded) = mpsc::channel(64);
+    let publisher = FakePublisher::start(options.resolution, options.fps, encoded_tx)?;
+    for track in published_tracks(&options) {
+        let _ = notices
+            .send(MediaNotice::Send(ClientMessage::PublishTrack { track }))
+            .await;
+    }
+    let mut engine = Engine {
+        call: CallSession::new(participant_id.clone(), &locals, Instant::now()),
+        options,
+        sockets,
+        publisher,
+        remotes: HashMap::new(),
+        notices,
+        joined_at,
+        media_connected_ms: None,
+        first_remote_frame_ms: None,
+    };
+    loop {
+        let timeout = engine.call.poll_timeout();
+        tokio::select! {
+            Some(datagram) = datagrams.recv() => {
+                engine.call.handle_datagram(datagram.source, datagram.local, &datagram.data, Instant::now());
+                // Take whatever else already arrived before handling outputs.
+                while let Ok(datagram) = datagrams.try_recv() {
+                    engine.call.handle_datagram(datagram.source, datagram.local, &datagram.data, Instant::now());
+                }
+            }
+            Some(unit) = encoded.recv() => engine.write(unit),
+            command = commands.recv() => match command {
+                Some(MediaCommand::Server(msg)) => engine.handle_server(msg).await,
+                Some(MediaCommand::SubscribeSize { width, height }) => {
+                    engine.options.subscribe_size = Some((width, height));
+                    let tracks: Vec<RemoteTrack> = engine.call.remote_tracks().cloned().collect();
+                    for track in tracks {
+                        engine.subscribe(&track).await;
+                    }
+                }
+                Some(MediaCommand::Stop) | None => break,
+            },
+            () = sleep_until(timeout) => engine.call.handle_timeout(Instant::now()),
+        }
+        engine.drain().await;
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    let report = engine.report(participant_id);
+    tokio::task::spawn_blocking(move || engine.publisher.stop())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(report)
+}
+
+impl Engine {
+    fn write(&mut self, unit: Encoded) {
+        let now = Instant::now();
+        match unit {
+            Encoded::Video {
+                layer,
+                rtp_time,
+                data,
+            } => {
+                self.call
+                    .write_video(CAMERA_TRACK, Some(RIDS[layer]), rtp_time, &data, now);
+            }
+            Encoded::Audio {
+                rtp_time,
+                level,
+                voice,
+                data,
+            } => {
+                self.call
+                    .write_audio(MICROPHONE_TRACK, rtp_time, level, voice, &data, now);
+            }
+        }
+    }
+
+    async fn handle_server(&mut self, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Offer { sdp, mids } => {
+                let before: Vec<RemoteTrack> = self.call.remote_tracks().cloned().collect();
+                match self.call.accept_offer(&sdp, &mids, Instant::now()) {
+                    Ok(answer) => {
+                        self.send(ClientMessage::Answer { sdp: answer }).await;
+                        let added: Vec<RemoteTrack> = self
+                            .call
+                            .remote_tracks()
+                            .filter(|t| !before.contains(t))
+                            .cloned()
+                            .collect();
+                        for track in added {
+                            self.subscribe(&track).await;
+                        }
+                    }
+                    Err(error) => {
+                        self.line(serde_json::json!({"type": "cli_media_error", "error": error}))
+                            .await;
+                    }
+                }
+            }
+            ServerMessage::PublishLayers { track_id, active } if track_id == CAMERA_TRACK => {
+                for (layer, rid) in RIDS.iter().enumerate() {
+                    self.publisher.control(EncoderControl::SetActive {
+                        layer,
+                        active: active.iter().any(|a| a == rid),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells the SFU the tile size this remote video track is shown at.
+    async fn subscribe(&mut self, track: &RemoteTrack) {
+        let Some((width, height)) = self.options.subscribe_size else {
+            return;
+        };
+        if track.kind != TrackKind::Video {
+            return;
+        }
+        self.send(ClientMessage::UpdateSubscription(SubscriptionPreference {
+            participant_id: track.participant_id.clone(),
+            track_id: track.track_id.clone(),
+            max_width: Some(width),
+            max_height: Some(height),
+            paused: false,
+        }))
+        .await;
+    }
+
+    async fn send(&mut self, msg: ClientMessage) {
+        let _ = self.notices.send(MediaNotice::Send(msg)).await;
+    }
+
+    async fn line(&mut self, value: serde_json::Value) {
+        let _ = self.notices.send(MediaNotice::Line(value)).await;
+    }
+
+    fn since_join_ms(&self) -> f64 {
+        self.joined_at.elapsed().as_secs_f64() * 1000.0
+    }
+
+    async fn drain(&mut self) {
+        while let Some(output) = self.call.poll_output() {
+            match output {
+                CallOutput::Transmit {
+                    source,
+                    destination,
+                    data,
+                } => {
+                    if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == source) {
+                        let _ = socket.try_send_to(&data, destination);
+                    }
+                }
+                CallOutput::Frame {
+                    track,
+                    rtp_time,
+                    contiguous,
+                    data,
+                } => self.receive(track, rtp_time, contiguous, &data).await,
+                CallOutput::KeyframeRequested { rid, .. } => {
+                    for (layer, name) in RIDS.iter().enumerate() {
+                        if rid.as_deref().is_none_or(|r| r == *name) {
+                            self.publisher.control(EncoderControl::Keyframe { layer });
+                        }
+                    }
+                }
+                CallOutput::Connected => {
+                    let ms = self.since_join_ms();
+                    self.media_connected_ms = Some(ms);
+                    self.line(
+                        serde_json::json!({"type": "cli_media_connected", "ms_since_join": ms}),
+                    )
+                    .await;
+                }
+                CallOutput::Failed(reason) => {
+                    self.line(serde_json::json!({"type": "cli_media_error", "error": reason}))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn receive(&mut self, track: RemoteTrack, rtp_time: u64, contiguous: bool, data: &[u8]) {
+        let since_join = self.since_join_ms();
+        let state = match self.remotes.entry(track.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let receiver = match track.kind {
+                    TrackKind::Video => VideoReceiver::new().map(|r| Receiver::Video(Box::new(r))),
+                    TrackKind::Audio => AudioReceiver::new().map(|r| Receiver::Audio(Box::new(r))),
+                };
+                let Ok(receiver) = receiver else {
+                    return;
+                };
+                entry.insert(RemoteState {
+                    receiver,
+                    first_frame_ms: None,
+                    last_keyframe_request: None,
+                })
+            }
+        };
+        let mut lines = Vec::new();
+        let mut wants_keyframe = false;
+        match &mut state.receiver {
+            Receiver::Video(video) => {
+                if let Some(decoded) = video.handle_frame(data, contiguous, unix_micros()) {
+                    if state.first_frame_ms.is_none() {
+                        state.first_frame_ms = Some(since_join);
+                        lines.push(serde_json::json!({
+                            "type": "cli_first_remote_frame",
+                            "participant_id": track.participant_id,
+                            "track_id": track.track_id,
+                            "kind": "video",
+                            "ms_since_join": since_join,
+                        }));
+                        if self.first_remote_frame_ms.is_none() {
+                            self.first_remote_frame_ms = Some(since_join);
+                        }
+                    }
+                    if decoded.resized {
+                        lines.push(serde_json::json!({
+                            "type": "cli_video_size",
+                            "participant_id": track.participant_id,
+                            "track_id": track.track_id,
+                            "width": decoded.width,
+                            "height": decoded.height,
+                        }));
+                    }
+                }
+                let now = Instant::now();
+                if video.needs_keyframe()
+                    && state
+                        .last_keyframe_request
+                        .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+                {
+                    state.last_keyframe_request = Some(now);
+                    wants_keyframe = true;
+                }
+            }
+            Receiver::Audio(audio) => {
+                audio.handle_frame(data, rtp_time);
+                if state.first_frame_ms.is_none() {
+                    state.first_frame_ms = Some(since_join);
+                    lines.push(serde_json::json!({
+                        "type": "cli_first_remote_frame",
+                        "participant_id": track.participant_id,
+                        "track_id": track.track_id,
+                        "kind": "audio",
+                        "ms_since_join": since_join,
+                    }));
+                }
+            }
+        }
+        if wants_keyframe {
+            self.call.request_keyframe(&track, Instant::now());
+        }
+        for line in lines {
+            self.line(line).await;
+        }
+    }
+
+    fn report(&self, participant_id: String) -> CallReport {
+        let mut published: Vec<PublishedReport> = self
+            .call
+            .egress
+            .iter()
+            .map(|((track_id, rid), transport)| PublishedReport {
+                track_id: track_id.clone(),
+                rid: rid.clone(),
+                transport: transport.clone(),
+            })
+            .collect();
+        published.sort_by(|a, b| (&a.track_id, &a.rid).cmp(&(&b.track_id, &b.rid)));
+        let active: Vec<&RemoteTrack> = self.call.remote_tracks().collect();
+        let mut remote: Vec<RemoteReport> = self
+            .remotes
+            .iter()
+            .map(|(track, state)| RemoteReport {
+                participant_id: track.participant_id.clone(),
+                track_id: track.track_id.clone(),
+                kind: track.kind,
+                active: active.contains(&track),
+                first_frame_ms: state.first_frame_ms,
+                transport: self.call.ingress.get(track).cloned().unwrap_or_default(),
+                video: match &state.receiver {
+                    Receiver::Video(v) => Some(v.report()),
+                    Receiver::Audio(_) => None,
+                },
+                audio: match &state.receiver {
+                    Receiver::Audio(a) => Some(a.report()),
+                    Receiver::Video(_) => None,
+                },
+            })
+            .collect();
+        remote.sort_by(|a, b| {
+            (&a.participant_id, &a.track_id).cmp(&(&b.participant_id, &b.track_id))
+        });
+        CallReport {
+            participant_id,
+            media_connected_ms: self.media_connected_ms,
+            first_remote_frame_ms: self.first_remote_frame_ms,
+            connection: self.call.connection.clone(),
+            published,
+            remote,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

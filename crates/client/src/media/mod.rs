@@ -1,0 +1,8 @@
+//! Media: the str0m session to the SFU ([`call`], sans-IO), the synthetic
+//! publisher, the receivers that decode and check remote tracks, and the
+//! tokio driver that runs them together ([`engine`]).
+
+pub mod call;
+pub mod engine;
+pub mod publisher;
+pub mod receiver;

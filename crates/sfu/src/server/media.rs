@@ -1,0 +1,124 @@
+//! The media port's driver: binds one UDP socket per served address (all on
+//! the same port), hands every datagram to the core's task, and sends what
+//! the core transmits. No media logic lives here.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::actor::Event;
+use crate::config::MediaSettings;
+
+/// Largest datagram read; anything bigger is not WebRTC media.
+const MAX_DATAGRAM: usize = 2048;
+
+/// The bound media sockets, keyed by the address clients are told about.
+#[derive(Debug, Clone, Default)]
+pub struct MediaSockets {
+    by_advertised: HashMap<SocketAddr, Arc<UdpSocket>>,
+}
+
+impl MediaSockets {
+    /// The host candidates every session offers.
+    pub fn advertised(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.by_advertised.keys().copied().collect();
+        // Loopback last: a client on another machine should try real addresses first.
+        addrs.sort_by_key(|a| (a.ip().is_loopback(), *a));
+        addrs
+    }
+
+    /// Sends without waiting; a full socket buffer drops the datagram as the
+    /// network would, and congestion control sees it as loss.
+    pub fn send(&self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if let Some(socket) = self.by_advertised.get(&source)
+            && let Err(err) = socket.try_send_to(data, destination)
+            && err.kind() != std::io::ErrorKind::WouldBlock
+        {
+            tracing::debug!(%destination, %err, "media send failed");
+        }
+    }
+}
+
+/// Every non-link-local address of every interface that is up.
+fn interface_ips() -> anyhow::Result<Vec<IpAddr>> {
+    let interfaces = if_addrs::get_if_addrs().context("listing network interfaces")?;
+    Ok(interfaces
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+        })
+        .collect())
+}
+
+/// Binds the media port on every configured address.
+pub async fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
+    let ips = if settings.ips.is_empty() {
+        interface_ips()?
+    } else {
+        settings.ips.clone()
+    };
+    let mut port = settings.udp_port;
+    let mut sockets = MediaSockets::default();
+    for ip in ips {
+        let socket = match UdpSocket::bind((ip, port)).await {
+            Ok(socket) => socket,
+            // An interface address that cannot be bound (e.g. IPv6 disabled) is skipped.
+            Err(err) if settings.ips.is_empty() => {
+                tracing::warn!(%ip, %err, "not serving media on this address");
+                continue;
+            }
+            Err(err) => return Err(err).with_context(|| format!("binding UDP {ip}:{port}")),
+        };
+        let local = socket.local_addr()?;
+        // With port 0, every later address uses the port the first one got.
+        port = local.port();
+        let advertised = SocketAddr::new(settings.public_ip.unwrap_or(ip), port);
+        sockets.by_advertised.insert(advertised, Arc::new(socket));
+    }
+    if sockets.by_advertised.is_empty() {
+        anyhow::bail!("no address to serve media on");
+    }
+    Ok(sockets)
+}
+
+/// One task per socket, reading datagrams into the core's event queue.
+pub fn spawn_readers(sockets: &MediaSockets, events: &mpsc::Sender<Event>) -> Vec<JoinHandle<()>> {
+    sockets
+        .by_advertised
+        .iter()
+        .map(|(advertised, socket)| {
+            let (advertised, socket, events) = (*advertised, Arc::clone(socket), events.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                loop {
+                    let (len, source) = match socket.recv_from(&mut buf).await {
+                        Ok(received) => received,
+                        Err(err) => {
+                            // ICMP port-unreachable and the like surface here; keep reading.
+                            tracing::debug!(%err, "media receive error");
+                            continue;
+                        }
+                    };
+                    let datagram = Event::Datagram {
+                        source,
+                        destination: advertised,
+                        data: buf[..len].to_vec(),
+                    };
+                    match events.try_send(datagram) {
+                        Ok(()) => {}
+                        // The core is behind: drop, as a congested router would.
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
