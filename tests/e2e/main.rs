@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod call;
 mod chat_history;
 mod cli;
 mod fifty_clients;

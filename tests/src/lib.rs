@@ -55,15 +55,19 @@ pub struct SfuProcess {
     child: Child,
     pub signaling_url: String,
     pub http_addr: String,
+    /// The media port's addresses (loopback only in tests).
+    pub media_addrs: Vec<std::net::SocketAddr>,
     stderr_log: tempfile::NamedTempFile,
 }
 
 impl SfuProcess {
-    /// Starts `parley-sfu --listen 127.0.0.1:0 <extra>` and waits for its ready line.
+    /// Starts `parley-sfu --listen 127.0.0.1:0 --media-port 0 --media-ip 127.0.0.1 <extra>`
+    /// and waits for its ready line.
     pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
         let stderr_log = tempfile::NamedTempFile::new()?;
         let mut child = Command::new(bin("parley-sfu"))
             .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+            .args(["--media-port", "0", "--media-ip", "127.0.0.1"])
             .args(extra)
             .env_remove("PARLEY_AUTH_SECRET")
             .env_remove("PARLEY_SFU_CONFIG")
@@ -74,8 +78,13 @@ impl SfuProcess {
             .context("spawning parley-sfu")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut media_addrs = Vec::new();
         let signaling_url = tokio::time::timeout(PATIENCE, async {
             while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.trim().strip_prefix("media:") {
+                    let addr = addr.trim().trim_start_matches("udp").trim();
+                    media_addrs.push(addr.parse().context("media address")?);
+                }
                 if let Some(url) = line.trim().strip_prefix("signaling: ") {
                     return Ok(url.to_owned());
                 }
@@ -95,6 +104,7 @@ impl SfuProcess {
             child,
             signaling_url,
             http_addr,
+            media_addrs,
             stderr_log,
         })
     }

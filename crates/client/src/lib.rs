@@ -1,5 +1,5 @@
-//! Parley's call engine. Today: the signaling session and its driver, used by
-//! `parley-cli`; media joins it in later work.
+//! Parley's call engine: the signaling session and its driver, and the media
+//! call ([`media`]) that `parley-cli --fake-media` runs.
 //!
 //! [`session::SignalingSession`] is sans-IO: it decides what to send (join,
 //! resume, chat resends) and what happened, with `now` passed in.

@@ -156,19 +156,7 @@ async fn join(args: JoinArgs) -> u8 {
         tokio::spawn(read_stdin(command_tx.clone(), media_tx.clone()));
     }
     let commands_for_media = command_tx.clone();
-    let leave = command_tx.clone();
-    tokio::spawn(async move {
-        match args.duration {
-            Some(duration) => {
-                tokio::select! {
-                    () = tokio::time::sleep(duration) => {}
-                    () = interrupted() => {}
-                }
-            }
-            None => interrupted().await,
-        }
-        let _ = leave.send(Command::Leave).await;
-    });
+    tokio::spawn(leave_when_done(args.duration, command_tx.clone()));
     drop(command_tx);
 
     let mut call = None;
@@ -201,20 +189,8 @@ async fn join(args: JoinArgs) -> u8 {
         if let DriverEvent::Session(SessionEvent::Message(msg)) = &event {
             call = steer_call(call, media_options.as_ref(), msg, &notice_tx).await;
         }
-        let line = match event {
-            DriverEvent::Session(
-                SessionEvent::Message(ServerMessage::Pong { .. }) | SessionEvent::Ended(_),
-            ) => continue,
-            DriverEvent::Session(SessionEvent::Message(message)) => {
-                serde_json::to_string(&message).expect("messages serialize")
-            }
-            DriverEvent::Reconnecting { attempt, error } => serde_json::json!({
-                "type": "cli_reconnecting", "attempt": attempt, "error": error
-            })
-            .to_string(),
-            DriverEvent::Refused { error } => {
-                serde_json::json!({"type": "cli_refused", "error": error}).to_string()
-            }
+        let Some(line) = event_line(event) else {
+            continue;
         };
         if writeln!(stdout, "{line}")
             .and_then(|()| stdout.flush())
@@ -223,30 +199,51 @@ async fn join(args: JoinArgs) -> u8 {
             break;
         }
     }
-    drop(stdout);
     drop(media_tx);
-    if let Some((commands, task)) = call {
-        let _ = commands.send(MediaCommand::Stop).await;
-        match task.await {
-            Ok(Ok(report)) => {
-                if let Some(path) = &args.stats_json
-                    && let Err(err) = write_report(path, &report)
-                {
-                    eprintln!("parley-cli: writing {}: {err}", path.display());
-                    return exit::FAILURE;
-                }
-            }
-            Ok(Err(err)) => {
-                eprintln!("parley-cli: media: {err}");
-                return exit::FAILURE;
-            }
-            Err(err) => {
-                eprintln!("parley-cli: media task: {err}");
-                return exit::FAILURE;
+    if let Some(call) = call
+        && let Err(err) = finish_call(call, args.stats_json.as_deref()).await
+    {
+        eprintln!("parley-cli: {err}");
+        return exit::FAILURE;
+    }
+    exit_code(driver.await)
+}
+
+/// Leaves after `duration`, or when interrupted.
+async fn leave_when_done(duration: Option<Duration>, commands: mpsc::Sender<Command>) {
+    match duration {
+        Some(duration) => {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = interrupted() => {}
             }
         }
+        None => interrupted().await,
     }
-    match driver.await {
+    let _ = commands.send(Command::Leave).await;
+}
+
+/// The stdout line for a driver event, if it gets one.
+fn event_line(event: DriverEvent) -> Option<String> {
+    Some(match event {
+        DriverEvent::Session(
+            SessionEvent::Message(ServerMessage::Pong { .. }) | SessionEvent::Ended(_),
+        ) => return None,
+        DriverEvent::Session(SessionEvent::Message(message)) => {
+            serde_json::to_string(&message).expect("messages serialize")
+        }
+        DriverEvent::Reconnecting { attempt, error } => serde_json::json!({
+            "type": "cli_reconnecting", "attempt": attempt, "error": error
+        })
+        .to_string(),
+        DriverEvent::Refused { error } => {
+            serde_json::json!({"type": "cli_refused", "error": error}).to_string()
+        }
+    })
+}
+
+fn exit_code(driver: Result<Result<EndReason, DriverError>, tokio::task::JoinError>) -> u8 {
+    match driver {
         Ok(Ok(EndReason::Left)) => exit::OK,
         Ok(Ok(EndReason::JoinRefused(code))) => {
             eprintln!("parley-cli: join refused: {code}");
@@ -308,6 +305,20 @@ async fn steer_call(
         }
         _ => call,
     }
+}
+
+/// Stops the call and writes its report where `--stats-json` asked.
+async fn finish_call(call: Call, stats_json: Option<&std::path::Path>) -> Result<(), String> {
+    let (commands, task) = call;
+    let _ = commands.send(MediaCommand::Stop).await;
+    let report = task
+        .await
+        .map_err(|e| format!("media task: {e}"))?
+        .map_err(|e| format!("media: {e}"))?;
+    if let Some(path) = stats_json {
+        write_report(path, &report).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn write_report(path: &std::path::Path, report: &CallReport) -> std::io::Result<()> {

@@ -9,6 +9,6 @@ pub const H264_PT: u8 = 102;
 /// Retransmissions of [`H264_PT`] (RFC 4588).
 pub const H264_RTX_PT: u8 = 103;
 /// `profile-level-id`: constrained baseline, level 3.1.
-pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
+pub const H264_PROFILE_LEVEL_ID: u32 = 0x0042_e01f;
 /// Simulcast rids of a camera track, lowest first.
 pub const VIDEO_RIDS: [&str; 3] = ["q", "h", "f"];

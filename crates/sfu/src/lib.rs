@@ -1,4 +1,6 @@
-//! `parley-sfu`: rooms, signaling, chat and access tokens for Parley.
+//! `parley-sfu`: rooms, signaling, chat, access tokens and the media plane
+//! (ICE-lite sessions on one UDP port, RTP forwarding with simulcast layer
+//! selection, dynacast and active speakers) for Parley.
 //!
 //! The crate is a sans-IO core ([`core::Sfu`]) with a thin tokio driver
 //! ([`server`]). The core is a state machine: the driver feeds it what
@@ -22,8 +24,11 @@
 //!     match output {
 //!         Output::Send { to, msg } => { /* serialize once, queue on each connection */ }
 //!         Output::Close { conn, reason } => { /* flush that connection, then close it */ }
+//!         Output::Transmit { source, destination, data } => { /* send from the media port */ }
 //!     }
 //! }
+//! // Datagrams from the media port go in the same way:
+//! // sfu.handle_datagram(source, destination, &bytes, now);
 //! // 3. Sleep until the next deadline (or the next network event), then:
 //! if let Some(deadline) = sfu.poll_timeout() {
 //!     sfu.handle_timeout(deadline);

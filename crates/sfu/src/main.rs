@@ -181,12 +181,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         println!("parley-sfu {} ready", env!("CARGO_PKG_VERSION"));
-        println!("  signaling: {}", server.signaling_url());
-        println!("  health:    {}/healthz", server.http_url());
-        println!("  metrics:   {}/metrics", server.http_url());
         for addr in server.media_addrs() {
             println!("  media:     udp {addr}");
         }
+        println!("  signaling: {}", server.signaling_url());
+        println!("  health:    {}/healthz", server.http_url());
+        println!("  metrics:   {}/metrics", server.http_url());
         tracing::info!(addr = %server.local_addr(), "serving");
         wait_for_stop_signal().await;
         server.shutdown().await?;

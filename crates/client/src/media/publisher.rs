@@ -54,7 +54,7 @@ pub struct FakePublisher {
 pub fn audio_level(samples: &[f32]) -> u8 {
     let energy = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
     let dbov = 10.0 * energy.max(1e-13).log10();
-    (-dbov).clamp(0.0, 127.0) as u8
+    (-dbov).round().clamp(0.0, 127.0) as u8
 }
 
 impl FakePublisher {
@@ -149,7 +149,9 @@ fn encode_video(
         let Ok(encoded) = encoded.inspect_err(|e| tracing::warn!("encoding failed: {e}")) else {
             continue;
         };
-        for (layer, info) in encoded.iter().enumerate() {
+        // Largest first: a subscriber moving up a layer gets the new layer's
+        // picture before the old layer's copy of it, so nothing is shown twice.
+        for (layer, info) in encoded.iter().enumerate().rev() {
             if info.is_none() || buffers[layer].is_empty() {
                 continue;
             }

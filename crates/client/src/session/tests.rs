@@ -93,6 +93,7 @@ impl Link {
                             self.cut(client);
                         }
                     }
+                    Output::Transmit { .. } => panic!("these sessions ask for no media"),
                 }
             }
             for client in clients.iter_mut() {

@@ -16,6 +16,12 @@ pub const UP_HEADROOM: f64 = 1.25;
 pub const UP_HOLD: Duration = Duration::from_secs(3);
 /// How long a bandwidth-driven move down counts as recent congestion.
 pub const CONGESTION_MEMORY: Duration = Duration::from_secs(10);
+/// A fall of the estimate below this share of its value when the current
+/// layer was chosen is congestion, not measurement noise.
+pub const CONGESTION_DROP: f64 = 0.85;
+/// How long the estimate may stay below the current layer's cost without
+/// falling (it is catching up with more traffic) before moving down anyway.
+pub const CATCH_UP: Duration = Duration::from_secs(4);
 
 /// One layer the publisher sends, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +50,53 @@ pub struct LayerSelector {
     headroom_since: Option<Instant>,
     /// When the bandwidth last forced a move down.
     congested_at: Option<Instant>,
+    /// The estimate when the current layer was chosen: a move down with a
+    /// lower estimate is congestion, with the same one a layer that costs
+    /// more than thought.
+    chosen_at_estimate: u64,
+    /// Since when the estimate has not carried the current layer.
+    short_since: Option<Instant>,
+    /// The size cap of the previous call, to see a tile grow.
+    last_cap: Option<usize>,
+    /// A tile grew and its layer is not served yet (it may still be paused
+    /// at the publisher).
+    upgrade_pending: bool,
+    /// Until then, the estimate is still settling after serving a grown tile
+    /// ahead of it: a fall means little (it was measured while little was sent).
+    settling_until: Option<Instant>,
 }
 
 impl LayerSelector {
     pub fn current(&self) -> Option<usize> {
         self.current
+    }
+
+    /// The layer this subscriber would move to if every layer were flowing:
+    /// what dynacast keeps the publisher encoding. Its tile's layer, unless
+    /// recent congestion limits it to what the bandwidth carries.
+    pub fn wanted(
+        &self,
+        layers: &[Layer],
+        request: Request,
+        estimate_bps: u64,
+        now: Instant,
+    ) -> Option<usize> {
+        if request.paused || layers.is_empty() {
+            return None;
+        }
+        let cap = size_cap(layers, request);
+        let recovering = self
+            .congested_at
+            .is_some_and(|at| now.duration_since(at) < CONGESTION_MEMORY);
+        if !recovering {
+            return Some(cap);
+        }
+        Some(
+            (0..=cap)
+                .rev()
+                .find(|&i| layers[i].bitrate_bps <= estimate_bps)
+                .unwrap_or(0),
+        )
     }
 
     /// Updates the choice; `None` means forward nothing.
@@ -73,13 +121,46 @@ impl LayerSelector {
             .find(|&i| layers[i].available && layers[i].bitrate_bps <= estimate_bps)
             .unwrap_or(lowest)
             .max(lowest);
+        let recovering = self
+            .congested_at
+            .is_some_and(|at| now.duration_since(at) < CONGESTION_MEMORY);
+        if self.last_cap.is_some_and(|last| cap > last) {
+            self.upgrade_pending = true;
+        }
+        self.last_cap = Some(cap);
         let chosen = match self.current.filter(|&c| c <= cap && layers[c].available) {
             // Nothing yet (or the old layer went away): take what fits.
             None => affordable,
-            // Down at once when the estimate no longer carries the current layer.
+            // A tile grew on a link with no recent congestion: serve it now.
+            // An estimate measured while little was sent says little about
+            // what the link carries; congestion, if any, shows within a second.
+            Some(current) if self.upgrade_pending && !recovering => {
+                let best = (current..=cap)
+                    .rev()
+                    .find(|&i| layers[i].available)
+                    .unwrap_or(current);
+                self.upgrade_pending = best < cap;
+                if best > current {
+                    self.settling_until = Some(now + CATCH_UP);
+                }
+                best
+            }
+            // The estimate no longer carries the current layer: down at once
+            // when it fell (congestion), after a while when it has not caught up.
             Some(current) if affordable < current => {
-                self.congested_at = Some(now);
-                affordable
+                let settling = self.settling_until.is_some_and(|until| now < until);
+                let fell = !settling
+                    && (estimate_bps as f64) < self.chosen_at_estimate as f64 * CONGESTION_DROP;
+                let short_for = self
+                    .short_since
+                    .map_or(Duration::ZERO, |since| now.duration_since(since));
+                if fell || short_for >= CATCH_UP {
+                    self.congested_at = Some(now);
+                    self.upgrade_pending = false;
+                    affordable
+                } else {
+                    current
+                }
             }
             Some(current) => {
                 let carried = |i: usize| {
@@ -87,9 +168,6 @@ impl LayerSelector {
                         && estimate_bps as f64 >= layers[i].bitrate_bps as f64 * UP_HEADROOM
                 };
                 let best_up = (current + 1..=cap).rev().find(|&i| carried(i));
-                let recovering = self
-                    .congested_at
-                    .is_some_and(|at| now.duration_since(at) < CONGESTION_MEMORY);
                 match best_up {
                     // A tile grew and the link is fine: straight to the best fit.
                     Some(up) if !recovering => up,
@@ -114,25 +192,16 @@ impl LayerSelector {
         };
         if Some(chosen) != self.current {
             self.headroom_since = None;
+            self.chosen_at_estimate = estimate_bps;
         }
+        self.short_since = if chosen > affordable {
+            Some(self.short_since.unwrap_or(now))
+        } else {
+            None
+        };
         self.current = Some(chosen);
         Some(chosen)
     }
-}
-
-/// The layer a subscriber would receive if every layer were flowing: what
-/// dynacast keeps the publisher encoding.
-pub fn wanted(layers: &[Layer], request: Request, estimate_bps: u64) -> Option<usize> {
-    if request.paused || layers.is_empty() {
-        return None;
-    }
-    let cap = size_cap(layers, request);
-    Some(
-        (0..=cap)
-            .rev()
-            .find(|&i| layers[i].bitrate_bps <= estimate_bps)
-            .unwrap_or(0),
-    )
 }
 
 /// The smallest layer that covers the requested tile, or the top layer.
@@ -290,6 +359,62 @@ mod tests {
         assert_eq!(
             selector.select(&layers, tile(320, 180), PLENTY, later),
             Some(0)
+        );
+    }
+
+    #[test]
+    fn an_enlarged_tile_is_served_before_the_estimate_catches_up() {
+        let layers = simulcast();
+        let start = Instant::now();
+        let t = |ms: u64| start + Duration::from_millis(ms);
+        let mut selector = LayerSelector::default();
+        // Receiving only the small layer, the estimate sank to what it carries.
+        assert_eq!(
+            selector.select(&layers, tile(320, 180), 2_500_000, t(0)),
+            Some(0)
+        );
+        assert_eq!(
+            selector.select(&layers, tile(320, 180), 300_000, t(2000)),
+            Some(0)
+        );
+        assert_eq!(
+            selector.select(&layers, tile(1280, 720), 300_000, t(2100)),
+            Some(2),
+            "a bigger tile is served at once"
+        );
+        // The estimate grows with the traffic: the layer stays.
+        for (ms, estimate) in [(2200, 200_000), (3000, 900_000), (3500, 2_000_000)] {
+            assert_eq!(
+                selector.select(&layers, tile(1280, 720), estimate, t(ms)),
+                Some(2)
+            );
+        }
+    }
+
+    #[test]
+    fn a_layer_the_estimate_never_catches_up_with_is_left() {
+        let layers = simulcast();
+        let start = Instant::now();
+        let t = |ms: u64| start + Duration::from_millis(ms);
+        let mut selector = LayerSelector::default();
+        selector.select(&layers, tile(320, 180), 300_000, t(0));
+        assert_eq!(
+            selector.select(&layers, tile(1280, 720), 300_000, t(100)),
+            Some(2)
+        );
+        assert_eq!(
+            selector.select(&layers, tile(1280, 720), 300_000, t(3000)),
+            Some(2)
+        );
+        assert_eq!(
+            selector.select(&layers, tile(1280, 720), 300_000, t(4200)),
+            Some(0),
+            "stuck below the layer's cost for the catch-up time"
+        );
+        assert_eq!(
+            selector.select(&layers, tile(1280, 720), 300_000, t(5000)),
+            Some(0),
+            "and no immediate retry"
         );
     }
 

@@ -22,6 +22,8 @@ pub const START_AFTER: Duration = Duration::from_millis(200);
 pub const STOP_AFTER: Duration = Duration::from_millis(1200);
 /// The shortest time between two announcements.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(300);
+/// How much louder than the current leader someone must be to take the lead.
+pub const LEAD_MARGIN_DB: f32 = 3.0;
 
 #[derive(Debug, Clone)]
 struct Talker {
@@ -112,7 +114,22 @@ impl SpeakerDetector {
         }
         let mut speakers: Vec<(&String, &Talker)> =
             self.talkers.iter().filter(|(_, t)| t.speaking).collect();
-        speakers.sort_by(|a, b| b.1.level_dbov.total_cmp(&a.1.level_dbov).then(a.0.cmp(b.0)));
+        // The loudest speaker keeps the lead until someone is clearly louder,
+        // so two people at similar levels do not swap places every interval.
+        let leader = self.announced.first().cloned();
+        let effective = |id: &String, t: &Talker| {
+            t.level_dbov
+                + if Some(id) == leader.as_ref() {
+                    LEAD_MARGIN_DB
+                } else {
+                    0.0
+                }
+        };
+        speakers.sort_by(|a, b| {
+            effective(b.0, b.1)
+                .total_cmp(&effective(a.0, a.1))
+                .then(a.0.cmp(b.0))
+        });
         let ids: Vec<String> = speakers.iter().map(|(id, _)| (*id).clone()).collect();
         if ids == self.announced {
             return None;

@@ -357,6 +357,13 @@ impl MediaPlane {
             .get_mut(&id)
             .and_then(|p| p.subscriptions.get_mut(&key))
         {
+            tracing::debug!(
+                participant,
+                publisher,
+                track_id,
+                ?request,
+                "subscription preference"
+            );
             sub.request = request;
         }
         // Apply at once rather than at the next tick, so a resized tile is quick.
@@ -375,12 +382,9 @@ impl MediaPlane {
             return Err(no_session());
         };
         let peer = self.peers.get_mut(&id).expect("peer of a participant");
-        let outcome = match catch_unwind(AssertUnwindSafe(|| peer.accept_answer(sdp))) {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                self.fail_peer(id, "the media session panicked on an answer".into());
-                return Err(ErrorBody::new(ErrorCode::InvalidSdp, "answer not usable"));
-            }
+        let Ok(outcome) = catch_unwind(AssertUnwindSafe(|| peer.accept_answer(sdp))) else {
+            self.fail_peer(id, "the media session panicked on an answer".into());
+            return Err(ErrorBody::new(ErrorCode::InvalidSdp, "answer not usable"));
         };
         outcome?;
         self.renegotiate(id);
@@ -773,11 +777,10 @@ impl MediaPlane {
         }
     }
 
-    /// Picks every subscriber's layer of every video track, tells publishers
-    /// which layers anyone wants, and steers each subscriber's BWE probing.
-    fn select_layers(&mut self, now: Instant) {
-        // What each published video track offers right now.
-        let mut offered: HashMap<TrackKey, (Vec<Layer>, Vec<Option<u32>>)> = HashMap::new();
+    /// What each published video track offers right now: its layers (with
+    /// their cost and whether they flow) and the SSRC of each.
+    fn offered_layers(&self, now: Instant) -> HashMap<TrackKey, (Vec<Layer>, Vec<Option<u32>>)> {
+        let mut offered = HashMap::new();
         for peer in self.peers.values() {
             for (key, track) in &peer.published {
                 if track.info.kind != TrackKind::Video || track.info.layers.is_empty() {
@@ -792,7 +795,12 @@ impl MediaPlane {
                     .map(|(i, (info, state))| Layer {
                         width: info.width,
                         height: info.height,
-                        bitrate_bps: nominal_bps(i, track.info.layers.len()).max(state.rate.bps()),
+                        // What the layer really costs once measured; until then
+                        // what such a layer usually costs.
+                        bitrate_bps: match state.rate.bps() {
+                            0 => nominal_bps(i, track.info.layers.len()),
+                            measured => measured,
+                        },
                         available: track.dynacast.is_active(i)
                             && state.ssrc.is_some()
                             && state.last_packet.is_some_and(|t| {
@@ -804,7 +812,13 @@ impl MediaPlane {
                 offered.insert(*key, (layers, ssrcs));
             }
         }
+        offered
+    }
 
+    /// Picks every subscriber's layer of every video track, tells publishers
+    /// which layers anyone wants, and steers each subscriber's BWE probing.
+    fn select_layers(&mut self, now: Instant) {
+        let offered = self.offered_layers(now);
         let mut wanted: HashMap<TrackKey, Vec<usize>> = HashMap::new();
         let mut keyframes: Vec<(TrackKey, usize)> = Vec::new();
         for peer in self.peers.values_mut() {
@@ -827,19 +841,30 @@ impl MediaPlane {
                 if sub.kind != TrackKind::Video || !sub.negotiated {
                     continue;
                 }
-                if let Some(want) = layer::wanted(layers, sub.request, share) {
+                if let Some(want) = sub.selector.wanted(layers, sub.request, share, now) {
                     wanted.entry(*key).or_default().push(want);
                 }
                 if !sub.request.paused {
+                    // A larger tile raises the desired rate, which makes str0m
+                    // probe the link at once rather than wait for traffic to grow.
                     let cap = layer::size_cap(layers, sub.request);
                     desired += (layers[cap].bitrate_bps as f64 * layer::UP_HEADROOM) as u64;
                 }
                 let before = sub.selector.current();
+                tracing::trace!(participant = peer.participant, ?layers, share, request = ?sub.request, current = ?before, "selecting");
                 match sub.selector.select(layers, sub.request, share, now) {
                     Some(chosen) => {
                         minimum += layers[chosen].bitrate_bps;
                         if let Some(ssrc) = ssrcs[chosen] {
                             if sub.rewriter.target() != Some(ssrc) {
+                                tracing::debug!(
+                                    participant = peer.participant,
+                                    track = sub.track_id,
+                                    layer = chosen,
+                                    share,
+                                    estimate = peer.estimate_bps,
+                                    "layer chosen"
+                                );
                                 sub.rewriter.switch_to(ssrc);
                                 if before.is_some() {
                                     self.metrics.media_layer_switches.inc();
@@ -864,7 +889,16 @@ impl MediaPlane {
             self.request_keyframe(key, layer, now);
         }
 
-        // Dynacast: tell publishers which layers anyone wants.
+        self.apply_dynacast(wanted, now);
+        let all: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in all {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Tells publishers which layers anyone wants (`wanted` holds each
+    /// subscriber's wish per track).
+    fn apply_dynacast(&mut self, mut wanted: HashMap<TrackKey, Vec<usize>>, now: Instant) {
         let mut signals = Vec::new();
         for (id, peer) in &mut self.peers {
             for (key, track) in &mut peer.published {
@@ -889,10 +923,6 @@ impl MediaPlane {
         }
         for (id, msg) in signals {
             self.signal(id, msg);
-        }
-        let all: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in all {
-            self.mark_dirty(id);
         }
     }
 

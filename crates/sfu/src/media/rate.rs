@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_millis(500);
+/// A window this long means the stream stopped in between.
+const IDLE_RESTART: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Clone)]
 pub struct RateMeter {
@@ -16,6 +18,12 @@ impl RateMeter {
     pub fn record(&mut self, bytes: usize, now: Instant) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
+        if elapsed >= IDLE_RESTART {
+            // The stream was paused: measure afresh rather than average the pause in.
+            self.window_start = Some(now);
+            self.bytes = bytes as u64;
+            return;
+        }
         if elapsed >= WINDOW {
             let measured = (self.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
             self.bps = if self.bps == 0 {

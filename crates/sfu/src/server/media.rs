@@ -111,11 +111,10 @@ pub fn spawn_readers(sockets: &MediaSockets, events: &mpsc::Sender<Event>) -> Ve
                         destination: advertised,
                         data: buf[..len].to_vec(),
                     };
-                    match events.try_send(datagram) {
-                        Ok(()) => {}
-                        // The core is behind: drop, as a congested router would.
-                        Err(mpsc::error::TrySendError::Full(_)) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    // When the core is behind, the datagram is dropped, as a
+                    // congested router would.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(datagram) {
+                        return;
                     }
                 }
             })
