@@ -121,6 +121,12 @@ impl LayerSelector {
             .find(|&i| layers[i].available && layers[i].bitrate_bps <= estimate_bps)
             .unwrap_or(lowest)
             .max(lowest);
+        // What the bandwidth carries whether or not it is flowing now (a
+        // lower layer may be paused at the publisher until someone wants it).
+        let fits = (0..=cap)
+            .rev()
+            .find(|&i| layers[i].bitrate_bps <= estimate_bps)
+            .unwrap_or(0);
         let recovering = self
             .congested_at
             .is_some_and(|at| now.duration_since(at) < CONGESTION_MEMORY);
@@ -146,8 +152,10 @@ impl LayerSelector {
                 best
             }
             // The estimate no longer carries the current layer: down at once
-            // when it fell (congestion), after a while when it has not caught up.
-            Some(current) if affordable < current => {
+            // when it fell (congestion), after a while when it has not caught
+            // up. Congestion is noted even when no lower layer flows yet, so
+            // that dynacast resumes one (see `wanted`).
+            Some(current) if fits < current => {
                 let settling = self.settling_until.is_some_and(|until| now < until);
                 let fell = !settling
                     && (estimate_bps as f64) < self.chosen_at_estimate as f64 * CONGESTION_DROP;
@@ -194,7 +202,7 @@ impl LayerSelector {
             self.headroom_since = None;
             self.chosen_at_estimate = estimate_bps;
         }
-        self.short_since = if chosen > affordable {
+        self.short_since = if chosen > fits {
             Some(self.short_since.unwrap_or(now))
         } else {
             None

@@ -1,5 +1,11 @@
 //! Per-subscriber RTP rewriting for one forwarded video track.
 //!
+//! A switch happens only between frames: when the new layer's keyframe
+//! arrives while the old layer's frame is still open (its marker packet not
+//! yet here, as reordering allows), the switch waits for that frame to end,
+//! and the caller replays the new layer's packets from the keyframe on (see
+//! [`RtpRewriter::take_replay`]).
+//!
 //! The subscriber sees one SSRC with one continuous sequence-number and
 //! timestamp space, whichever simulcast layer is being forwarded. A switch
 //! to another layer waits for that layer's next keyframe (until then the old
@@ -30,6 +36,20 @@ struct LastSent {
     seq: u16,
     timestamp: u32,
     at: Instant,
+    /// The newest packet sent ended a frame.
+    marker: bool,
+}
+
+/// How long a switch waits for the old layer's open frame to end.
+pub const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Packets of a layer the caller should pass through [`RtpRewriter::rewrite`]
+/// again, oldest first: those of `ssrc` from `from_seq` on (inclusive or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub ssrc: u32,
+    pub from_seq: u16,
+    pub inclusive: bool,
 }
 
 /// See the module docs.
@@ -41,6 +61,13 @@ pub struct RtpRewriter {
     /// The layer to switch to at its next keyframe.
     target: Option<u32>,
     last: Option<LastSent>,
+    /// A keyframe of the target that arrived while the old frame was open.
+    waiting: Option<(u32, u16, Instant)>,
+    /// The layer before the last switch, and the first output sequence
+    /// number of the new one: late packets of the old layer that fill holes
+    /// before that point are still forwarded.
+    previous: Option<(Source, u16)>,
+    replay: Option<Replay>,
 }
 
 /// Whether sequence number `a` comes after `b` (RFC 3550 wrap-around).
@@ -58,6 +85,9 @@ impl RtpRewriter {
             source: None,
             target: None,
             last: None,
+            waiting: None,
+            previous: None,
+            replay: None,
         }
     }
 
@@ -85,6 +115,12 @@ impl RtpRewriter {
     pub fn stop(&mut self) {
         self.target = None;
         self.source = None;
+        self.waiting = None;
+    }
+
+    /// Packets to pass through again after a switch (see the module docs).
+    pub fn take_replay(&mut self) -> Option<Replay> {
+        self.replay.take()
     }
 
     /// Rewrites one incoming packet, or returns `None` to drop it.
@@ -94,11 +130,52 @@ impl RtpRewriter {
         ssrc: u32,
         seq: u16,
         timestamp: u32,
-        keyframe_start: bool,
+        (marker, keyframe_start): (bool, bool),
         now: Instant,
     ) -> Option<Rewritten> {
+        if let Some((waiting_ssrc, waiting_seq, since)) = self.waiting
+            && now.saturating_duration_since(since) >= SWITCH_WAIT
+        {
+            // The old frame's end is lost: give up on it and switch.
+            self.waiting = None;
+            if let Some(last) = &mut self.last {
+                last.marker = true;
+            }
+            self.replay = Some(Replay {
+                ssrc: waiting_ssrc,
+                from_seq: waiting_seq,
+                inclusive: true,
+            });
+        }
         if keyframe_start && self.target == Some(ssrc) && self.forwarding() != Some(ssrc) {
-            self.source = Some(self.continue_with(ssrc, seq, timestamp, now));
+            let old_frame_open = self.source.is_some() && self.last.is_some_and(|l| !l.marker);
+            if old_frame_open {
+                self.waiting.get_or_insert((ssrc, seq, now));
+                return None;
+            }
+            let next = self.continue_with(ssrc, seq, timestamp, now);
+            self.previous = self
+                .source
+                .map(|old| (old, seq.wrapping_add(next.seq_offset)));
+            self.source = Some(next);
+            self.waiting = None;
+            // Packets after the keyframe that overtook it were dropped: resend them.
+            self.replay = Some(Replay {
+                ssrc,
+                from_seq: seq,
+                inclusive: false,
+            });
+        }
+        if let Some((old, switch_seq)) = self.previous
+            && old.ssrc == ssrc
+        {
+            // A straggler of the old layer: forwarded only into a hole it left.
+            let seq = seq.wrapping_add(old.seq_offset);
+            return is_newer(switch_seq, seq).then_some(Rewritten {
+                ssrc: self.out_ssrc,
+                seq,
+                timestamp: timestamp.wrapping_add(old.ts_offset),
+            });
         }
         let source = self.source.filter(|s| s.ssrc == ssrc)?;
         let out = Rewritten {
@@ -111,7 +188,16 @@ impl RtpRewriter {
                 seq: out.seq,
                 timestamp: out.timestamp,
                 at: now,
+                marker,
             });
+            if marker && let Some((waiting_ssrc, waiting_seq, _)) = self.waiting.take() {
+                // The old frame ended: the switch can happen from the keyframe on.
+                self.replay = Some(Replay {
+                    ssrc: waiting_ssrc,
+                    from_seq: waiting_seq,
+                    inclusive: true,
+                });
+            }
         }
         Some(out)
     }
@@ -158,14 +244,14 @@ mod tests {
     }
 
     impl Layer {
-        fn frame(&mut self, packets: u16, keyframe: bool) -> Vec<(u32, u16, u32, bool)> {
+        fn frame(&mut self, packets: u16, keyframe: bool) -> Vec<(u32, u16, u32, (bool, bool))> {
             let frame = (0..packets)
                 .map(|i| {
                     (
                         self.ssrc,
                         self.seq.wrapping_add(i),
                         self.ts,
-                        keyframe && i == 0,
+                        (i + 1 == packets, keyframe && i == 0),
                     )
                 })
                 .collect();
@@ -238,7 +324,9 @@ mod tests {
         let mut rewriter = RtpRewriter::new(OUT, 90_000);
         rewriter.switch_to(LOW);
         let now = Instant::now();
-        let out = |r: &mut RtpRewriter, seq, key| r.rewrite(LOW, seq, 9000, key, now).unwrap().seq;
+        let out = |r: &mut RtpRewriter, seq, key| {
+            r.rewrite(LOW, seq, 9000, (true, key), now).unwrap().seq
+        };
         let first = out(&mut rewriter, 500, true);
         // 501 lost, 503 before 502.
         let third = out(&mut rewriter, 503, false);
@@ -246,6 +334,60 @@ mod tests {
         assert_eq!(
             (second.wrapping_sub(first), third.wrapping_sub(first)),
             (2, 3)
+        );
+    }
+
+    #[test]
+    fn a_keyframe_overtaking_the_old_frames_end_waits_for_it() {
+        let mut rewriter = RtpRewriter::new(OUT, 90_000);
+        rewriter.switch_to(LOW);
+        let now = Instant::now();
+        // Low frame: 10 (start), 11 (end, marker) — the end is late.
+        assert!(rewriter.rewrite(LOW, 10, 0, (false, true), now).is_some());
+        let _ = rewriter.take_replay();
+        rewriter.switch_to(HIGH);
+        assert!(
+            rewriter.rewrite(HIGH, 70, 0, (false, true), now).is_none(),
+            "the old frame is still open"
+        );
+        assert!(rewriter.take_replay().is_none());
+        let end = rewriter.rewrite(LOW, 11, 0, (true, false), now).unwrap();
+        assert_eq!(
+            rewriter.take_replay(),
+            Some(Replay {
+                ssrc: HIGH,
+                from_seq: 70,
+                inclusive: true
+            })
+        );
+        // The caller replays the high layer from its keyframe: it follows on.
+        let key = rewriter.rewrite(HIGH, 70, 0, (false, true), now).unwrap();
+        assert_eq!(key.seq, end.seq.wrapping_add(1));
+        assert_eq!(rewriter.forwarding(), Some(HIGH));
+        assert!(
+            rewriter
+                .rewrite(LOW, 12, 3000, (true, false), now)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_lost_frame_end_does_not_hold_a_switch_forever() {
+        let mut rewriter = RtpRewriter::new(OUT, 90_000);
+        rewriter.switch_to(LOW);
+        let now = Instant::now();
+        assert!(rewriter.rewrite(LOW, 10, 0, (false, true), now).is_some());
+        let _ = rewriter.take_replay();
+        rewriter.switch_to(HIGH);
+        assert!(rewriter.rewrite(HIGH, 70, 0, (false, true), now).is_none());
+        let later = now + SWITCH_WAIT;
+        let _ = rewriter.rewrite(HIGH, 71, 0, (true, false), later);
+        let replay = rewriter.take_replay().expect("switch forced");
+        assert_eq!((replay.ssrc, replay.from_seq), (HIGH, 70));
+        assert!(
+            rewriter
+                .rewrite(HIGH, 70, 0, (false, true), later)
+                .is_some()
         );
     }
 
@@ -268,7 +410,9 @@ mod tests {
         assert_eq!(outs, [65_534, 65_535, 0, 1]);
         // A switch right after the wrap continues from 1.
         rewriter.switch_to(HIGH);
-        let next = rewriter.rewrite(HIGH, 7, 123, true, now + FRAME).unwrap();
+        let next = rewriter
+            .rewrite(HIGH, 7, 123, (true, true), now + FRAME)
+            .unwrap();
         assert_eq!(next.seq, 2);
     }
 
@@ -277,17 +421,20 @@ mod tests {
         let mut rewriter = RtpRewriter::new(OUT, 90_000);
         let now = Instant::now();
         assert!(
-            rewriter.rewrite(LOW, 1, 1, true, now).is_none(),
+            rewriter.rewrite(LOW, 1, 1, (true, true), now).is_none(),
             "no layer selected"
         );
         rewriter.switch_to(LOW);
-        assert!(rewriter.rewrite(LOW, 2, 1, false, now).is_none(), "mid-GOP");
-        assert!(rewriter.rewrite(LOW, 3, 1, true, now).is_some());
         assert!(
-            rewriter.rewrite(HIGH, 3, 1, true, now).is_none(),
+            rewriter.rewrite(LOW, 2, 1, (true, false), now).is_none(),
+            "mid-GOP"
+        );
+        assert!(rewriter.rewrite(LOW, 3, 1, (true, true), now).is_some());
+        assert!(
+            rewriter.rewrite(HIGH, 3, 1, (true, true), now).is_none(),
             "not selected"
         );
         rewriter.stop();
-        assert!(rewriter.rewrite(LOW, 4, 1, false, now).is_none());
+        assert!(rewriter.rewrite(LOW, 4, 1, (true, false), now).is_none());
     }
 }

@@ -3,14 +3,16 @@
 //! state. The SFU makes every offer, one at a time; changes that arrive while
 //! an offer is outstanding wait for its answer (no glare by construction).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parley_proto::{ErrorBody, ErrorCode, MediaLine, ServerMessage, TrackInfo, TrackKind};
 use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::Pt;
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
-use str0m::rtp::Ssrc;
+use str0m::rtp::{ExtensionValues, Ssrc};
 
 use super::rate::RateMeter;
 use crate::forward::dynacast::Dynacast;
@@ -25,6 +27,23 @@ pub struct PeerId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackKey(pub u64);
 
+/// Packets of a video layer kept for replay after a layer switch: a few
+/// frames' worth, enough for reordering and for an open frame to end.
+const REMEMBERED_PACKETS: usize = 128;
+
+/// One received packet, as forwarded to subscribers.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub pt: Pt,
+    pub payload: Arc<[u8]>,
+    pub ext_vals: ExtensionValues,
+    pub kind: TrackKind,
+}
+
 /// One simulcast layer (or the single stream of an audio track) as received.
 #[derive(Debug, Default)]
 pub struct LayerState {
@@ -32,6 +51,32 @@ pub struct LayerState {
     pub rate: RateMeter,
     pub last_packet: Option<Instant>,
     pub last_keyframe_request: Option<Instant>,
+    recent: VecDeque<Forwarded>,
+}
+
+impl LayerState {
+    pub fn remember(&mut self, packet: Forwarded) {
+        if self.recent.len() == REMEMBERED_PACKETS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(packet);
+    }
+
+    /// Remembered packets from `seq` on (wrap-around aware), oldest first.
+    pub fn since(&self, seq: u16, inclusive: bool) -> Vec<Forwarded> {
+        let mut packets: Vec<Forwarded> = self
+            .recent
+            .iter()
+            .filter(|p| {
+                let distance = p.seq.wrapping_sub(seq) as i16;
+                distance > 0 || (inclusive && distance == 0)
+            })
+            .cloned()
+            .collect();
+        packets.sort_by_key(|p| p.seq.wrapping_sub(seq));
+        packets.dedup_by_key(|p| p.seq);
+        packets
+    }
 }
 
 /// A track this peer publishes.

@@ -24,8 +24,9 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use super::demux::{Demux, Dropped, Route};
 use super::h264;
-use super::peer::{Peer, PeerId, Published, Subscription, TrackKey};
+use super::peer::{Forwarded, Peer, PeerId, Published, Subscription, TrackKey};
 use crate::forward::layer::{self, Layer, Request};
+use crate::forward::rewrite::Replay;
 use crate::forward::speakers::SpeakerDetector;
 use crate::metrics::{DropLabels, Metrics};
 
@@ -566,8 +567,12 @@ impl MediaPlane {
                     self.request_keyframe_by_ssrc(key, ssrc, now);
                 }
             }
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            Event::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe,
+            }) => {
                 if let Some(peer) = self.peers.get_mut(&id) {
+                    tracing::trace!(participant = peer.participant, %estimate, can_probe, "estimate");
                     peer.estimate_bps = estimate.as_u64();
                 }
             }
@@ -588,6 +593,22 @@ impl MediaPlane {
         let Some(track) = publisher.published.get_mut(&source.key) else {
             return;
         };
+        let kind = track.info.kind;
+        let mut ext_vals = ExtensionValues::default();
+        if kind == TrackKind::Audio {
+            ext_vals.audio_level = packet.header.ext_vals.audio_level;
+            ext_vals.voice_activity = packet.header.ext_vals.voice_activity;
+        }
+        let forwarded = Forwarded {
+            ssrc: *ssrc,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            pt: packet.header.payload_type,
+            payload: Arc::clone(&packet.payload),
+            ext_vals,
+            kind,
+        };
         let layer = &mut track.layers[source.layer];
         layer.ssrc = Some(ssrc);
         layer
@@ -595,7 +616,9 @@ impl MediaPlane {
             .record(packet.payload.len() + packet.header.header_len, now);
         let first_packet = layer.last_packet.is_none();
         layer.last_packet = Some(now);
-        let kind = track.info.kind;
+        if kind == TrackKind::Video {
+            layer.remember(forwarded.clone());
+        }
         let subscribers = std::mem::take(&mut track.subscribers);
         if kind == TrackKind::Audio
             && let Some(level) = packet.header.ext_vals.audio_level
@@ -608,62 +631,10 @@ impl MediaPlane {
             }
         }
 
-        let starts_keyframe = match kind {
-            TrackKind::Audio => true,
-            TrackKind::Video => h264::is_keyframe_start(&packet.payload),
-        };
-        let mut ext_vals = ExtensionValues::default();
-        if kind == TrackKind::Audio {
-            ext_vals.audio_level = packet.header.ext_vals.audio_level;
-            ext_vals.voice_activity = packet.header.ext_vals.voice_activity;
-        }
+        let mut replays = Vec::new();
         for subscriber_id in &subscribers {
-            let Some(subscriber) = self.peers.get_mut(subscriber_id) else {
-                continue;
-            };
-            let Some(sub) = subscriber.subscriptions.get_mut(&source.key) else {
-                continue;
-            };
-            let Some(mid) = sub.mid.filter(|_| sub.negotiated) else {
-                continue;
-            };
-            if kind == TrackKind::Audio && sub.rewriter.target() != Some(*ssrc) {
-                sub.rewriter.switch_to(*ssrc);
-            }
-            let Some(out) = sub.rewriter.rewrite(
-                *ssrc,
-                packet.header.sequence_number,
-                packet.header.timestamp,
-                starts_keyframe,
-                now,
-            ) else {
-                continue;
-            };
-            let seq = sub.extend_seq(out.seq);
-            sub.forwarded_packets += 1;
-            let mut api = subscriber.rtc.direct_api();
-            let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-                continue;
-            };
-            stream.write_rtp(
-                RtpWrite::new(
-                    packet.header.payload_type,
-                    seq.into(),
-                    out.timestamp,
-                    now,
-                    Arc::clone(&packet.payload),
-                )
-                .marker(packet.header.marker)
-                .nackable(kind == TrackKind::Video)
-                .ext_vals(ext_vals.clone()),
-            );
-            self.metrics.media_packets_forwarded.inc();
-            self.metrics
-                .media_bytes_forwarded
-                .inc_by(packet.payload.len() as u64);
-            if !subscriber.dirty {
-                subscriber.dirty = true;
-                self.dirty.push(*subscriber_id);
+            if let Some(replay) = self.send_to(*subscriber_id, source.key, &forwarded, now) {
+                replays.push((*subscriber_id, replay));
             }
         }
         if let Some(track) = self
@@ -673,9 +644,101 @@ impl MediaPlane {
         {
             track.subscribers = subscribers;
         }
+        for (subscriber_id, replay) in replays {
+            self.replay(publisher_id, subscriber_id, source.key, replay, now);
+        }
         if first_packet && kind == TrackKind::Video {
             // A new layer showed up: place subscribers now rather than at the next tick.
             self.next_tick = Some(now);
+        }
+    }
+
+    /// Rewrites one packet for one subscriber and queues it there; returns
+    /// the packets to pass through again when a layer switch asks for it.
+    fn send_to(
+        &mut self,
+        subscriber_id: PeerId,
+        key: TrackKey,
+        packet: &Forwarded,
+        now: Instant,
+    ) -> Option<Replay> {
+        let subscriber = self.peers.get_mut(&subscriber_id)?;
+        let sub = subscriber.subscriptions.get_mut(&key)?;
+        let mid = sub.mid.filter(|_| sub.negotiated)?;
+        let starts_keyframe = match packet.kind {
+            TrackKind::Audio => {
+                if sub.rewriter.target() != Some(packet.ssrc) {
+                    sub.rewriter.switch_to(packet.ssrc);
+                }
+                true
+            }
+            TrackKind::Video => h264::is_keyframe_start(&packet.payload),
+        };
+        let rewritten = sub.rewriter.rewrite(
+            packet.ssrc,
+            packet.seq,
+            packet.timestamp,
+            (packet.marker, starts_keyframe),
+            now,
+        );
+        let replay = sub.rewriter.take_replay();
+        let out = rewritten?;
+        let seq = sub.extend_seq(out.seq);
+        sub.forwarded_packets += 1;
+        let mut api = subscriber.rtc.direct_api();
+        let stream = api.stream_tx_by_mid(mid, None)?;
+        stream.write_rtp(
+            RtpWrite::new(
+                packet.pt,
+                seq.into(),
+                out.timestamp,
+                now,
+                Arc::clone(&packet.payload),
+            )
+            .marker(packet.marker)
+            .nackable(packet.kind == TrackKind::Video)
+            .ext_vals(packet.ext_vals.clone()),
+        );
+        self.metrics.media_packets_forwarded.inc();
+        self.metrics
+            .media_bytes_forwarded
+            .inc_by(packet.payload.len() as u64);
+        if !subscriber.dirty {
+            subscriber.dirty = true;
+            self.dirty.push(subscriber_id);
+        }
+        replay
+    }
+
+    /// Passes a layer's remembered packets through a subscriber's rewriter
+    /// again after a switch (packets that overtook the keyframe, or the
+    /// keyframe itself when the switch waited for the old frame to end).
+    fn replay(
+        &mut self,
+        publisher_id: PeerId,
+        subscriber_id: PeerId,
+        key: TrackKey,
+        replay: Replay,
+        now: Instant,
+    ) {
+        let Some(track) = self
+            .peers
+            .get(&publisher_id)
+            .and_then(|p| p.published.get(&key))
+        else {
+            return;
+        };
+        let Some(layer) = track
+            .layers
+            .iter()
+            .find(|l| l.ssrc.is_some_and(|s| *s == replay.ssrc))
+        else {
+            return;
+        };
+        let packets = layer.since(replay.from_seq, replay.inclusive);
+        for packet in &packets {
+            // A replay never asks for another: these are all the packets there are.
+            let _ = self.send_to(subscriber_id, key, packet, now);
         }
     }
 
