@@ -8,6 +8,7 @@ mod call;
 mod chat_history;
 mod cli;
 mod fifty_clients;
+mod media_bad_input;
 mod presence;
 mod shutdown;
 mod tls;
