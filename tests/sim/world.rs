@@ -54,6 +54,11 @@ struct Client {
 pub struct World {
     now: Instant,
     sfu: Sfu,
+    metrics: Metrics,
+    /// Wall-clock time spent inside the SFU core (for the forwarding benchmark).
+    sfu_busy: Duration,
+    /// Wall-clock time of each media datagram's handling inside the SFU.
+    datagram_times: Vec<Duration>,
     net: Net,
     clients: Vec<Client>,
     next_frame: Instant,
@@ -99,15 +104,13 @@ impl World {
         };
         let mut seed_bytes = [0u8; 32];
         seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let metrics = Metrics::default();
         Self {
             now,
-            sfu: Sfu::new(
-                config,
-                Metrics::default(),
-                now,
-                1_800_000_000_000,
-                seed_bytes,
-            ),
+            sfu: Sfu::new(config, metrics.clone(), now, 1_800_000_000_000, seed_bytes),
+            metrics,
+            sfu_busy: Duration::ZERO,
+            datagram_times: Vec::new(),
             net: Net::new(seed, links),
             clients: Vec::new(),
             next_frame: now,
@@ -173,6 +176,16 @@ impl World {
         self.clients[client].active_layers.clone()
     }
 
+    /// Packets the SFU forwarded, and the wall-clock time it spent.
+    pub fn sfu_work(&self) -> (u64, Duration) {
+        (self.metrics.media_packets_forwarded.get(), self.sfu_busy)
+    }
+
+    /// How long each datagram took inside the SFU, in arrival order.
+    pub fn datagram_times(&self) -> &[Duration] {
+        &self.datagram_times
+    }
+
     pub fn nacks_sent(&self, client: usize) -> u64 {
         self.clients[client]
             .call
@@ -212,12 +225,16 @@ impl World {
         let now = self.now;
         while let Some(datagram) = self.net.deliver(now) {
             if datagram.destination == SFU_ADDR {
+                let started = Instant::now();
                 self.sfu.handle_datagram(
                     datagram.source,
                     datagram.destination,
                     &datagram.data,
                     now,
                 );
+                let spent = started.elapsed();
+                self.sfu_busy += spent;
+                self.datagram_times.push(spent);
             } else if let Some(call) = self
                 .clients
                 .iter_mut()
@@ -229,7 +246,9 @@ impl World {
             self.pump();
         }
         if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            let started = Instant::now();
             self.sfu.handle_timeout(now);
+            self.sfu_busy += started.elapsed();
         }
         for client in &mut self.clients {
             if let Some(call) = &mut client.call
@@ -274,7 +293,13 @@ impl World {
     fn pump(&mut self) {
         loop {
             let mut moved = false;
-            while let Some(output) = self.sfu.poll_output() {
+            loop {
+                let started = Instant::now();
+                let output = self.sfu.poll_output();
+                self.sfu_busy += started.elapsed();
+                let Some(output) = output else {
+                    break;
+                };
                 moved = true;
                 match output {
                     Output::Send { to, msg } => {
