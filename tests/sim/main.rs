@@ -97,6 +97,13 @@ fn loss_delay_reordering_and_duplication_are_repaired_by_retransmission() {
         let gaps = frames.iter().filter(|f| !f.contiguous).count();
         assert!(gaps * 20 <= frames.len(), "{gaps} gaps in {}", frames.len());
     }
+    let (forwarded, _) = world.sfu_work();
+    let received: usize = subscribers.iter().map(|&s| world.frames(s).len()).sum();
+    assert!(
+        forwarded as usize > received,
+        "every frame took at least one forwarded packet"
+    );
+    assert!(world.datagram_times().len() as u64 > forwarded / 3);
     let nacks: u64 = subscribers.iter().map(|&s| world.nacks_sent(s)).sum();
     assert!(nacks > 0, "losses were repaired through NACKs to the SFU");
 }

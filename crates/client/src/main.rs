@@ -133,6 +133,7 @@ async fn join(args: JoinArgs) -> u8 {
         resolution: Size::new(args.resolution.0, args.resolution.1),
         fps: args.fps,
         subscribe_size: args.subscribe_size,
+        stun_urls: Vec::new(),
     });
     if let Err(invalid) = params.validate() {
         eprintln!("parley-cli: {invalid}");
@@ -288,8 +289,16 @@ async fn steer_call(
                 let _ = commands.send(MediaCommand::Stop).await;
             }
             let (tx, rx) = mpsc::channel(256);
+            let mut options = options.clone();
+            options.stun_urls = joined
+                .ice_servers
+                .iter()
+                .flat_map(|server| server.urls.iter())
+                .filter(|url| url.starts_with("stun:"))
+                .cloned()
+                .collect();
             let task = tokio::spawn(media::engine::run(
-                options.clone(),
+                options,
                 joined.participant_id.clone(),
                 std::time::Instant::now(),
                 rx,

@@ -140,12 +140,18 @@ impl CallSession {
         }
     }
 
-    /// A server-reflexive candidate learnt through STUN for one of our sockets.
-    pub fn add_reflexive_candidate(&mut self, mapped: SocketAddr, base: SocketAddr) {
-        if let Ok(candidate) = Candidate::server_reflexive(mapped, base, "udp") {
-            self.rtc.add_local_candidate(candidate);
-            self.local_candidates.push((base, "srflx"));
-        }
+    /// A server-reflexive candidate learnt through STUN for one of our
+    /// sockets; returns its SDP form to trickle to the SFU.
+    pub fn add_reflexive_candidate(
+        &mut self,
+        mapped: SocketAddr,
+        base: SocketAddr,
+    ) -> Option<String> {
+        let candidate = Candidate::server_reflexive(mapped, base, "udp").ok()?;
+        let sdp = candidate.to_sdp_string();
+        self.rtc.add_local_candidate(candidate)?;
+        self.local_candidates.push((mapped, "srflx"));
+        Some(sdp)
     }
 
     pub fn is_connected(&self) -> bool {

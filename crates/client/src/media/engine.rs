@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::call::{CallOutput, CallSession, ConnectionStats, RemoteTrack, TrackTransportStats};
 use super::publisher::{Encoded, EncoderControl, FakePublisher};
 use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
+use super::stun::{StunDiscovery, stun_host_port};
 
 /// Track ids of what `--fake-media` publishes.
 pub const CAMERA_TRACK: &str = "camera";
@@ -37,6 +38,8 @@ pub struct MediaOptions {
     pub fps: u32,
     /// Tile size asked of the SFU for every remote video track.
     pub subscribe_size: Option<(u32, u32)>,
+    /// `stun:` URLs (from `joined`) to learn server-reflexive candidates from.
+    pub stun_urls: Vec<String>,
 }
 
 /// From the application to the call.
@@ -178,6 +181,24 @@ fn spawn_readers(
         .collect()
 }
 
+/// Resolves `stun:` URLs; unresolvable ones are logged and skipped.
+async fn resolve_stun(urls: &[String]) -> Vec<SocketAddr> {
+    let mut servers = Vec::new();
+    for url in urls {
+        let Some(host_port) = stun_host_port(url) else {
+            continue;
+        };
+        let lookup =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(host_port));
+        match lookup.await {
+            Ok(Ok(addrs)) => servers.extend(addrs),
+            Ok(Err(err)) => tracing::warn!(url, %err, "STUN server not resolved"),
+            Err(_) => tracing::warn!(url, "STUN server lookup timed out"),
+        }
+    }
+    servers
+}
+
 /// The tracks `--fake-media` announces.
 pub fn published_tracks(options: &MediaOptions) -> [TrackInfo; 2] {
     let layers = default_layers(options.resolution, options.fps as f32)
@@ -207,6 +228,7 @@ pub fn published_tracks(options: &MediaOptions) -> [TrackInfo; 2] {
 }
 
 struct Engine {
+    stun: StunDiscovery,
     options: MediaOptions,
     call: CallSession,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
@@ -237,7 +259,13 @@ pub async fn run(
             .send(MediaNotice::Send(ClientMessage::PublishTrack { track }))
             .await;
     }
+    let stun = StunDiscovery::new(
+        &locals,
+        &resolve_stun(&options.stun_urls).await,
+        Instant::now(),
+    );
     let mut engine = Engine {
+        stun,
         call: CallSession::new(participant_id.clone(), &locals, Instant::now()),
         options,
         sockets,
@@ -249,13 +277,17 @@ pub async fn run(
         first_remote_frame_ms: None,
     };
     loop {
-        let timeout = engine.call.poll_timeout();
+        engine.send_stun_requests();
+        let timeout = [engine.call.poll_timeout(), engine.stun.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             Some(datagram) = datagrams.recv() => {
-                engine.call.handle_datagram(datagram.source, datagram.local, &datagram.data, Instant::now());
+                engine.receive_datagram(&datagram).await;
                 // Take whatever else already arrived before handling outputs.
                 while let Ok(datagram) = datagrams.try_recv() {
-                    engine.call.handle_datagram(datagram.source, datagram.local, &datagram.data, Instant::now());
+                    engine.receive_datagram(&datagram).await;
                 }
             }
             Some(unit) = encoded.recv() => engine.write(unit),
@@ -285,6 +317,35 @@ pub async fn run(
 }
 
 impl Engine {
+    async fn receive_datagram(&mut self, datagram: &Datagram) {
+        let now = Instant::now();
+        if self.stun.expects(datagram.source) {
+            if let Some(found) =
+                self.stun
+                    .handle_response(datagram.source, datagram.local, &datagram.data)
+                && let Some(candidate) = self.call.add_reflexive_candidate(found.mapped, found.base)
+            {
+                self.send(ClientMessage::IceCandidate(parley_proto::IceCandidate {
+                    candidate,
+                    sdp_mid: None,
+                    sdp_m_line_index: None,
+                }))
+                .await;
+            }
+            return;
+        }
+        self.call
+            .handle_datagram(datagram.source, datagram.local, &datagram.data, now);
+    }
+
+    fn send_stun_requests(&mut self) {
+        while let Some((base, server, request)) = self.stun.poll_transmit(Instant::now()) {
+            if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == base) {
+                let _ = socket.try_send_to(&request, server);
+            }
+        }
+    }
+
     fn write(&mut self, unit: Encoded) {
         let now = Instant::now();
         match unit {

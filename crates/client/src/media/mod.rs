@@ -6,3 +6,4 @@ pub mod call;
 pub mod engine;
 pub mod publisher;
 pub mod receiver;
+pub mod stun;
