@@ -52,7 +52,10 @@ fn main() {
         let simulated = Duration::from_secs(10);
         world.run_for(simulated);
         let (forwarded, busy) = world.sfu_work();
-        let (forwarded, busy) = (forwarded - forwarded_before, busy.saturating_sub(busy_before));
+        let (forwarded, busy) = (
+            forwarded - forwarded_before,
+            busy.saturating_sub(busy_before),
+        );
         let mut times = world.datagram_times()[datagrams_before..].to_vec();
         times.sort_unstable();
         let per_core = forwarded as f64 / busy.as_secs_f64();

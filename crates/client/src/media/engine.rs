@@ -30,6 +30,9 @@ pub const MICROPHONE_TRACK: &str = "microphone";
 /// A decoder asking for a keyframe asks at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_DATAGRAM: usize = 2048;
+/// Receive buffer asked for each media socket, so a busy moment in the
+/// decoder does not overflow it (the OS may grant less).
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct MediaOptions {
@@ -136,10 +139,21 @@ fn local_ips() -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-async fn bind_sockets() -> Result<Vec<(SocketAddr, Arc<UdpSocket>)>, String> {
+fn bind_sockets() -> Result<Vec<(SocketAddr, Arc<UdpSocket>)>, String> {
     let mut sockets = Vec::new();
     for ip in local_ips() {
-        match UdpSocket::bind((ip, 0)).await {
+        let bound = socket2::Socket::new(
+            socket2::Domain::for_address(SocketAddr::new(ip, 0)),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .and_then(|socket| {
+            let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+            socket.set_nonblocking(true)?;
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+            UdpSocket::from_std(socket.into())
+        });
+        match bound {
             Ok(socket) => {
                 let local = socket.local_addr().map_err(|e| e.to_string())?;
                 sockets.push((local, Arc::new(socket)));
@@ -248,7 +262,7 @@ pub async fn run(
     mut commands: mpsc::Receiver<MediaCommand>,
     notices: mpsc::Sender<MediaNotice>,
 ) -> Result<CallReport, String> {
-    let sockets = bind_sockets().await?;
+    let sockets = bind_sockets()?;
     let locals: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     let (datagram_tx, mut datagrams) = mpsc::channel(1024);
     let readers = spawn_readers(&sockets, &datagram_tx);

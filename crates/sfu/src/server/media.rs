@@ -16,6 +16,27 @@ use crate::config::MediaSettings;
 
 /// Largest datagram read; anything bigger is not WebRTC media.
 const MAX_DATAGRAM: usize = 2048;
+/// Socket buffers sized for bursts of many subscribers' video (the OS may cap
+/// them lower, e.g. at `net.core.rmem_max`).
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Binds a non-blocking UDP socket with large send and receive buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A smaller buffer than asked for is fine; the bind is what matters.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// The bound media sockets, keyed by the address clients are told about.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +79,7 @@ fn interface_ips() -> anyhow::Result<Vec<IpAddr>> {
 }
 
 /// Binds the media port on every configured address.
-pub async fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
+pub fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
     let ips = if settings.ips.is_empty() {
         interface_ips()?
     } else {
@@ -67,7 +88,7 @@ pub async fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
     let mut port = settings.udp_port;
     let mut sockets = MediaSockets::default();
     for ip in ips {
-        let socket = match UdpSocket::bind((ip, port)).await {
+        let socket = match bind_udp(SocketAddr::new(ip, port)) {
             Ok(socket) => socket,
             // An interface address that cannot be bound (e.g. IPv6 disabled) is skipped.
             Err(err) if settings.ips.is_empty() => {

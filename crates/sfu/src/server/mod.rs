@@ -69,7 +69,7 @@ impl Server {
             .map_or(0, |d| d.as_millis() as u64);
         let sockets = match &settings.media {
             Some(media) => {
-                let sockets = media::bind(media).await?;
+                let sockets = media::bind(media)?;
                 settings.core.media = Some(MediaConfig {
                     candidates: sockets.advertised(),
                     connect_timeout: media.connect_timeout,
