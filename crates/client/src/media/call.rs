@@ -70,11 +70,28 @@ pub struct ConnectionStats {
 pub struct TrackTransportStats {
     pub packets: u64,
     pub bytes: u64,
+    /// Over the last stats interval (about a second).
+    pub bitrate_bps: u64,
     /// Fraction lost, 0.0 to 1.0.
     pub loss: Option<f32>,
     pub jitter_ms: Option<f64>,
     pub nacks: u64,
     pub plis: u64,
+    #[serde(skip)]
+    last_sample: Option<(u64, Instant)>,
+}
+
+impl TrackTransportStats {
+    fn note_bytes(&mut self, bytes: u64, at: Instant) {
+        if let Some((before, then)) = self.last_sample
+            && at > then
+        {
+            let seconds = at.duration_since(then).as_secs_f64();
+            self.bitrate_bps = (bytes.saturating_sub(before) as f64 * 8.0 / seconds) as u64;
+        }
+        self.last_sample = Some((bytes, at));
+        self.bytes = bytes;
+    }
 }
 
 /// See the module docs.
@@ -408,8 +425,8 @@ impl CallSession {
             .egress
             .entry((track_id, stats.rid.map(|r| r.to_string())))
             .or_default();
+        entry.note_bytes(stats.bytes, stats.timestamp);
         entry.packets = stats.packets;
-        entry.bytes = stats.bytes;
         entry.loss = stats.loss;
         entry.nacks = stats.nacks;
         entry.plis = stats.plis;
@@ -425,8 +442,8 @@ impl CallSession {
             TrackKind::Video => 90.0,
         };
         let entry = self.ingress.entry(track.clone()).or_default();
+        entry.note_bytes(stats.bytes, stats.timestamp);
         entry.packets = stats.packets;
-        entry.bytes = stats.bytes;
         entry.loss = stats.loss;
         entry.nacks = stats.nacks;
         entry.plis = stats.plis;
