@@ -17,7 +17,7 @@ use parley_proto::ServerMessage;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-/// Exit codes, documented in `docs/qa.md` and `parley-cli --help`.
+/// Exit codes, documented in `README.md` and `parley-cli --help`.
 mod exit {
     /// Left normally: stdin closed, --duration elapsed, or interrupted.
     pub const OK: u8 = 0;

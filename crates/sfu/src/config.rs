@@ -236,6 +236,12 @@ impl Settings {
                 connect_timeout: file.media.connect_timeout,
             }
         });
+        if let Some(media) = &media
+            && media.public_ip.is_some()
+            && media.ips.len() != 1
+        {
+            bail!("a public media IP needs exactly one media IP: the local address it maps to");
+        }
         Ok(Self {
             listen,
             tls,

@@ -101,6 +101,8 @@ pub struct CallSession {
     participant_id: String,
     /// Our published tracks by track id → their mid.
     sending: HashMap<String, Mid>,
+    /// Which of those mids carry audio (for the RTP clock of their stats).
+    sending_audio: Vec<Mid>,
     /// Received mids → the remote track they carry.
     receiving: HashMap<Mid, RemoteTrack>,
     outputs: VecDeque<CallOutput>,
@@ -146,6 +148,7 @@ impl CallSession {
             rtc,
             participant_id,
             sending: HashMap::new(),
+            sending_audio: Vec::new(),
             receiving: HashMap::new(),
             outputs: VecDeque::new(),
             next_timeout: Some(now),
@@ -199,11 +202,15 @@ impl CallSession {
             .accept_offer(offer)
             .map_err(|e| format!("offer: {e}"))?;
         self.sending.clear();
+        self.sending_audio.clear();
         self.receiving.clear();
         for line in mids {
             let mid = Mid::from(line.mid.as_str());
             if line.participant_id == self.participant_id {
                 self.sending.insert(line.track_id.clone(), mid);
+                if line.kind == TrackKind::Audio {
+                    self.sending_audio.push(mid);
+                }
             } else {
                 self.receiving.insert(
                     mid,

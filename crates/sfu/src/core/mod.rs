@@ -166,7 +166,7 @@ impl Sfu {
             media: config
                 .media
                 .clone()
-                .map(|media| MediaPlane::new(media, metrics.clone())),
+                .map(|media| MediaPlane::new(media, metrics.clone(), now)),
             config,
             conns: HashMap::new(),
             rooms: HashMap::new(),
@@ -463,12 +463,9 @@ impl Sfu {
             }
         }
         self.rooms.clear();
-        let metrics = self.metrics.clone();
-        self.media = self
-            .config
-            .media
-            .clone()
-            .map(|media| MediaPlane::new(media, metrics));
+        if let Some(media) = &mut self.media {
+            media.remove_all();
+        }
         self.resume_tokens.clear();
         self.timers.clear();
         self.participant_count = 0;
@@ -626,9 +623,12 @@ impl Sfu {
             );
             if let Some(media) = &mut self.media {
                 if media.has_peer(&join.room, &participant) {
-                    media.resend_offer(&join.room, &participant);
+                    media.resend_state(&join.room, &participant);
                 } else if join.media {
-                    media.add_peer(&join.room, &participant, now);
+                    let can_subscribe = self.rooms[&join.room]
+                        .get(&participant)
+                        .is_some_and(|p| p.grants.subscribe);
+                    media.add_peer(&join.room, &participant, can_subscribe, now);
                 }
             }
             return Ok(());
@@ -663,11 +663,12 @@ impl Sfu {
             ));
         }
 
+        let can_subscribe = grants.subscribe;
         let id = self.admit(conn, &join.room, (identity, name, grants), version, now);
         if join.media
             && let Some(media) = &mut self.media
         {
-            media.add_peer(&join.room, &id, now);
+            media.add_peer(&join.room, &id, can_subscribe, now);
         }
         Ok(())
     }
@@ -1028,6 +1029,9 @@ impl Sfu {
         }
         track.muted = muted;
         let to = room.connections_except(participant);
+        if let Some(media) = &mut self.media {
+            media.set_muted(room_name, participant, &track_id, muted);
+        }
         self.send_many(
             to,
             ServerMessage::TrackMuted {

@@ -188,7 +188,11 @@ pub struct Peer {
     pub room: String,
     pub participant: String,
     pub rtc: Rtc,
-    pub created: Instant,
+    /// When the first offer went out: ICE has to connect within the
+    /// connect timeout from then (nothing can connect before an offer).
+    pub first_offer_at: Option<Instant>,
+    /// False when the token withholds the subscribe grant: no remote tracks.
+    pub can_subscribe: bool,
     pub connected: bool,
     pub disconnected_since: Option<Instant>,
     pub next_timeout: Instant,
@@ -221,7 +225,8 @@ impl Peer {
             room,
             participant,
             rtc,
-            created: now,
+            first_offer_at: None,
+            can_subscribe: true,
             connected: false,
             disconnected_since: None,
             next_timeout: now,
@@ -256,7 +261,7 @@ impl Peer {
     }
 
     /// Builds the next offer if changes are queued and none is outstanding.
-    pub fn next_offer(&mut self) -> Option<ServerMessage> {
+    pub fn next_offer(&mut self, now: Instant) -> Option<ServerMessage> {
         if self.pending.is_some() || self.queued.is_empty() {
             return None;
         }
@@ -305,6 +310,7 @@ impl Peer {
         }
         let (offer, pending) = api.apply()?;
         self.pending = Some(pending);
+        self.first_offer_at.get_or_insert(now);
         let msg = ServerMessage::Offer {
             sdp: offer.to_sdp_string(),
             mids: self.media_lines(),

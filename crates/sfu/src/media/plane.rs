@@ -111,6 +111,9 @@ pub struct MediaPlane {
     dirty: Vec<PeerId>,
     next_tick: Option<Instant>,
     metrics: Metrics,
+    /// The latest time any input brought, for work that follows from calls
+    /// without a time of their own (a participant removed by signaling).
+    now: Instant,
 }
 
 /// Runs one str0m call; an error or a panic becomes the reason to drop the peer.
@@ -123,7 +126,7 @@ fn guarded<T>(call: impl FnOnce() -> Result<T, RtcError>) -> Result<T, String> {
 }
 
 impl MediaPlane {
-    pub fn new(config: MediaConfig, metrics: Metrics) -> Self {
+    pub fn new(config: MediaConfig, metrics: Metrics, now: Instant) -> Self {
         Self {
             config,
             next_peer: 1,
@@ -137,6 +140,7 @@ impl MediaPlane {
             dirty: Vec::new(),
             next_tick: None,
             metrics,
+            now,
         }
     }
 
@@ -168,7 +172,8 @@ impl MediaPlane {
 
     /// Starts a media session for a participant who just joined, offering it
     /// every track already published in the room.
-    pub fn add_peer(&mut self, room: &str, participant: &str, now: Instant) {
+    pub fn add_peer(&mut self, room: &str, participant: &str, can_subscribe: bool, now: Instant) {
+        self.now = self.now.max(now);
         if self.peer_id(room, participant).is_some() {
             return;
         }
@@ -205,8 +210,9 @@ impl MediaPlane {
             now,
             self.config.initial_estimate_bps,
         );
+        peer.can_subscribe = can_subscribe;
         let room_media = self.rooms.entry(room.to_owned()).or_default();
-        for other in &room_media.peers {
+        for other in room_media.peers.iter().filter(|_| can_subscribe) {
             let Some(publisher) = self.peers.get_mut(other) else {
                 continue;
             };
@@ -237,19 +243,56 @@ impl MediaPlane {
         }
     }
 
-    /// Resends the offer still waiting for an answer (after a signaling resume).
-    pub fn resend_offer(&mut self, room: &str, participant: &str) {
+    /// Ends every media session (the server is shutting down).
+    pub fn remove_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.drop_peer(id);
+        }
+        self.outputs.clear();
+    }
+
+    /// After a signaling resume: resends the offer still waiting for an answer
+    /// and which layers to send, since either may have been lost with the connection.
+    pub fn resend_state(&mut self, room: &str, participant: &str) {
         let Some(id) = self.peer_id(room, participant) else {
             return;
         };
-        if let Some(msg) = self.peers[&id].outstanding_offer().cloned() {
+        let peer = &self.peers[&id];
+        let mut messages: Vec<ServerMessage> =
+            peer.outstanding_offer().cloned().into_iter().collect();
+        messages.extend(
+            peer.published
+                .values()
+                .filter(|t| t.info.kind == TrackKind::Video && !t.info.layers.is_empty())
+                .map(|t| ServerMessage::PublishLayers {
+                    track_id: t.info.id.clone(),
+                    active: t.active_rids(),
+                }),
+        );
+        for msg in messages {
             self.signal(id, msg);
+        }
+    }
+
+    /// A publisher muted or unmuted a track (a muted microphone is no speaker).
+    pub fn set_muted(&mut self, room: &str, participant: &str, track_id: &str, muted: bool) {
+        let Some(id) = self.peer_id(room, participant) else {
+            return;
+        };
+        if let Some(track) = self
+            .peers
+            .get_mut(&id)
+            .and_then(|p| p.published.values_mut().find(|t| t.info.id == track_id))
+        {
+            track.info.muted = muted;
         }
     }
 
     /// A participant with a media session published a track: receive it and
     /// offer it to everyone else in the room.
     pub fn publish(&mut self, room: &str, participant: &str, track: &TrackInfo, now: Instant) {
+        self.now = self.now.max(now);
         let Some(id) = self.peer_id(room, participant) else {
             return;
         };
@@ -259,7 +302,7 @@ impl MediaPlane {
             .peers
             .iter()
             .copied()
-            .filter(|p| *p != id)
+            .filter(|p| *p != id && self.peers[p].can_subscribe)
             .collect();
         let mut published = Published::new(track.clone());
         published.subscribers.clone_from(&others);
@@ -283,6 +326,7 @@ impl MediaPlane {
 
     /// A published track was withdrawn: stop its m-lines everywhere.
     pub fn unpublish(&mut self, room: &str, participant: &str, track_id: &str, now: Instant) {
+        self.now = self.now.max(now);
         let Some(id) = self.peer_id(room, participant) else {
             return;
         };
@@ -339,6 +383,7 @@ impl MediaPlane {
         request: Request,
         now: Instant,
     ) {
+        self.now = self.now.max(now);
         let (Some(id), Some(owner)) = (
             self.peer_id(room, participant),
             self.peer_id(room, publisher),
@@ -379,6 +424,7 @@ impl MediaPlane {
         sdp: &str,
         now: Instant,
     ) -> Result<(), ErrorBody> {
+        self.now = self.now.max(now);
         let Some(id) = self.peer_id(room, participant) else {
             return Err(no_session());
         };
@@ -402,6 +448,7 @@ impl MediaPlane {
         candidate: &IceCandidate,
         now: Instant,
     ) -> Result<(), ErrorBody> {
+        self.now = self.now.max(now);
         let Some(id) = self.peer_id(room, participant) else {
             return Err(no_session());
         };
@@ -425,6 +472,7 @@ impl MediaPlane {
         data: &[u8],
         now: Instant,
     ) {
+        self.now = self.now.max(now);
         let id = match self.demux.route(source, data) {
             Route::Peer(id) => id,
             Route::Drop(reason) => {
@@ -458,6 +506,7 @@ impl MediaPlane {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         let due: Vec<PeerId> = self
             .peers
             .iter()
@@ -821,7 +870,10 @@ impl MediaPlane {
             .peers
             .iter()
             .filter_map(|(id, p)| {
-                if !p.connected && now.saturating_duration_since(p.created) > timeout {
+                if !p.connected
+                    && p.first_offer_at
+                        .is_some_and(|at| now.saturating_duration_since(at) > timeout)
+                {
                     Some((*id, "ICE did not connect in time"))
                 } else if p
                     .disconnected_since
@@ -846,22 +898,22 @@ impl MediaPlane {
         let mut offered = HashMap::new();
         for peer in self.peers.values() {
             for (key, track) in &peer.published {
-                if track.info.kind != TrackKind::Video || track.info.layers.is_empty() {
+                if track.info.kind != TrackKind::Video {
                     continue;
                 }
+                // A track without simulcast is one layer of unknown size.
+                let count = track.layers.len();
                 let layers = track
-                    .info
                     .layers
                     .iter()
-                    .zip(&track.layers)
                     .enumerate()
-                    .map(|(i, (info, state))| Layer {
-                        width: info.width,
-                        height: info.height,
+                    .map(|(i, state)| Layer {
+                        width: track.info.layers.get(i).map_or(0, |l| l.width),
+                        height: track.info.layers.get(i).map_or(0, |l| l.height),
                         // What the layer really costs once measured; until then
                         // what such a layer usually costs.
                         bitrate_bps: match state.rate.bps() {
-                            0 => nominal_bps(i, track.info.layers.len()),
+                            0 => nominal_bps(i, count),
                             measured => measured,
                         },
                         available: track.dynacast.is_active(i)
@@ -990,10 +1042,11 @@ impl MediaPlane {
     }
 
     fn renegotiate(&mut self, id: PeerId) {
+        let now = self.now;
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        match catch_unwind(AssertUnwindSafe(|| peer.next_offer())) {
+        match catch_unwind(AssertUnwindSafe(|| peer.next_offer(now))) {
             Ok(Some(offer)) => self.signal(id, offer),
             Ok(None) => {}
             Err(_) => self.fail_peer(id, "the media session panicked making an offer".into()),
