@@ -42,6 +42,9 @@ pub struct Forwarded {
     pub payload: Arc<[u8]>,
     pub ext_vals: ExtensionValues,
     pub kind: TrackKind,
+    /// Where a subscriber may start or switch: every audio packet, the
+    /// first packet of a video keyframe.
+    pub switch_point: bool,
 }
 
 /// One simulcast layer (or the single stream of an audio track) as received.

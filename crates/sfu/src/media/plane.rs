@@ -111,6 +111,7 @@ pub struct MediaPlane {
     dirty: Vec<PeerId>,
     next_tick: Option<Instant>,
     metrics: Metrics,
+    events: Vec<Event>,
     /// The latest time any input brought, for work that follows from calls
     /// without a time of their own (a participant removed by signaling).
     now: Instant,
@@ -141,6 +142,7 @@ impl MediaPlane {
             next_tick: None,
             metrics,
             now,
+            events: Vec::new(),
         }
     }
 
@@ -557,7 +559,8 @@ impl MediaPlane {
 
     /// Polls one peer until str0m has nothing more to say, then handles its events.
     fn drain(&mut self, id: PeerId, now: Instant) {
-        let mut events = Vec::new();
+        // Reused from drain to drain: this runs for every datagram.
+        let mut events = std::mem::take(&mut self.events);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -580,9 +583,10 @@ impl MediaPlane {
             self.fail_peer(id, reason);
             return;
         }
-        for event in events {
+        for event in events.drain(..) {
             self.handle_event(id, event, now);
         }
+        self.events = events;
     }
 
     fn handle_event(&mut self, id: PeerId, event: Event, now: Instant) {
@@ -657,6 +661,10 @@ impl MediaPlane {
             payload: Arc::clone(&packet.payload),
             ext_vals,
             kind,
+            switch_point: match kind {
+                TrackKind::Audio => true,
+                TrackKind::Video => h264::is_keyframe_start(&packet.payload),
+            },
         };
         let layer = &mut track.layers[source.layer];
         layer.ssrc = Some(ssrc);
@@ -714,20 +722,14 @@ impl MediaPlane {
         let subscriber = self.peers.get_mut(&subscriber_id)?;
         let sub = subscriber.subscriptions.get_mut(&key)?;
         let mid = sub.mid.filter(|_| sub.negotiated)?;
-        let starts_keyframe = match packet.kind {
-            TrackKind::Audio => {
-                if sub.rewriter.target() != Some(packet.ssrc) {
-                    sub.rewriter.switch_to(packet.ssrc);
-                }
-                true
-            }
-            TrackKind::Video => h264::is_keyframe_start(&packet.payload),
-        };
+        if packet.kind == TrackKind::Audio && sub.rewriter.target() != Some(packet.ssrc) {
+            sub.rewriter.switch_to(packet.ssrc);
+        }
         let rewritten = sub.rewriter.rewrite(
             packet.ssrc,
             packet.seq,
             packet.timestamp,
-            (packet.marker, starts_keyframe),
+            (packet.marker, packet.switch_point),
             now,
         );
         let replay = sub.rewriter.take_replay();
