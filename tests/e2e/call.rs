@@ -164,6 +164,7 @@ async fn three_clients_see_and_hear_each_other_and_follow_tile_sizes() {
     c.wait_for_size(&a_id, 1280, 720).await;
     c.wait_for_size(&b_id, 1280, 720).await;
     let switched = asked.elapsed();
+    eprintln!("320x180 → 1280x720 took {switched:?}");
     assert!(
         switched < Duration::from_secs(1),
         "1280x720 arrived {switched:?} after asking"

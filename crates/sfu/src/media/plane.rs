@@ -725,6 +725,7 @@ impl MediaPlane {
         if packet.kind == TrackKind::Audio && sub.rewriter.target() != Some(packet.ssrc) {
             sub.rewriter.switch_to(packet.ssrc);
         }
+        let before = sub.rewriter.forwarding();
         let rewritten = sub.rewriter.rewrite(
             packet.ssrc,
             packet.seq,
@@ -732,12 +733,24 @@ impl MediaPlane {
             (packet.marker, packet.switch_point),
             now,
         );
+        if packet.kind == TrackKind::Video && sub.rewriter.forwarding() != before {
+            tracing::debug!(
+                participant = subscriber.participant,
+                track = sub.track_id,
+                ssrc = packet.ssrc,
+                "switched layer"
+            );
+        }
         let replay = sub.rewriter.take_replay();
         let out = rewritten?;
         let seq = sub.extend_seq(out.seq);
         sub.forwarded_packets += 1;
         let mut api = subscriber.rtc.direct_api();
         let stream = api.stream_tx_by_mid(mid, None)?;
+        // Forwarded media leaves at once: the bandwidth estimate already
+        // limits which layer is sent, and pacing at 1.1 × an estimate measured
+        // while little was sent would hold a keyframe back for most of a second.
+        stream.set_unpaced(true);
         stream.write_rtp(
             RtpWrite::new(
                 packet.pt,
@@ -834,6 +847,7 @@ impl MediaPlane {
             return;
         }
         state.last_keyframe_request = Some(now);
+        tracing::debug!(publisher = peer.participant, layer, "keyframe requested");
         let mut api = peer.rtc.direct_api();
         if let Some(stream) = api.stream_rx(&ssrc) {
             stream.request_keyframe(KeyframeRequestKind::Pli);
