@@ -167,3 +167,22 @@ fn a_bandwidth_drop_moves_a_subscriber_down_and_recovery_moves_it_back_up() {
     world.run_for(Duration::from_secs(25));
     assert_eq!(world.last_layer(viewer), Some(Layer::Full), "back up");
 }
+
+#[test]
+fn a_publisher_leaving_withdraws_its_track_everywhere() {
+    let mut world = World::new(9, LOSSLESS_JITTERY);
+    let publisher = world.add_client("pub", true);
+    let a = world.add_client("a", false);
+    let b = world.add_client("b", false);
+    world.run_for(Duration::from_secs(2));
+    assert_eq!(world.remote_tracks(a), 1);
+    assert!(world.frames(a).len() > 30);
+    world.leave(publisher);
+    world.run_for(Duration::from_secs(1));
+    assert_eq!(world.remote_tracks(a), 0, "a's session stopped the m-line");
+    assert_eq!(world.remote_tracks(b), 0);
+    assert_eq!(world.media_sessions(), 2);
+    let frames = world.frames(a).len();
+    world.run_for(Duration::from_secs(1));
+    assert_eq!(world.frames(a).len(), frames, "nothing arrives any more");
+}

@@ -186,6 +186,24 @@ impl World {
         &self.datagram_times
     }
 
+    /// The client leaves the room.
+    pub fn leave(&mut self, client: usize) {
+        self.signal(client, &ClientMessage::Leave {});
+        self.clients[client].publishes = false;
+    }
+
+    /// Remote tracks the client's session currently receives.
+    pub fn remote_tracks(&self, client: usize) -> usize {
+        self.clients[client]
+            .call
+            .as_ref()
+            .map_or(0, |call| call.remote_tracks().count())
+    }
+
+    pub fn media_sessions(&self) -> usize {
+        self.sfu.media_peer_count()
+    }
+
     pub fn nacks_sent(&self, client: usize) -> u64 {
         self.clients[client]
             .call

@@ -360,7 +360,12 @@ impl MediaPlane {
             self.renegotiate(owner);
             self.mark_dirty(owner);
         }
-        for subscriber in track.subscribers {
+        self.stop_subscriptions(key, &track.subscribers);
+    }
+
+    /// Stops the m-line of a withdrawn track at each of its subscribers.
+    fn stop_subscriptions(&mut self, key: TrackKey, subscribers: &[PeerId]) {
+        for &subscriber in subscribers {
             let Some(peer) = self.peers.get_mut(&subscriber) else {
                 continue;
             };
@@ -1097,19 +1102,14 @@ impl MediaPlane {
     }
 
     fn drop_peer(&mut self, id: PeerId) {
-        let Some(keys) = self
-            .peers
-            .get(&id)
-            .map(|p| p.published.keys().copied().collect::<Vec<_>>())
-        else {
-            return;
-        };
-        for key in keys {
-            self.withdraw_track(id, key);
-        }
+        // Removed first: a session that is going away gets no more offers.
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        for (key, track) in std::mem::take(&mut peer.published) {
+            self.tracks.remove(&key);
+            self.stop_subscriptions(key, &track.subscribers);
+        }
         for key in peer.subscriptions.keys() {
             if let Some(owner) = self.tracks.get(key)
                 && let Some(track) = self
