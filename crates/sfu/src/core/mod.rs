@@ -552,7 +552,7 @@ impl Sfu {
                     ));
                 }
                 let media = self.media.as_mut().ok_or_else(media_unavailable)?;
-                media.remote_candidate(room, participant, &candidate, now)
+                media.remote_candidate(room, participant, &candidate)
             }
             ClientMessage::Join(_) | ClientMessage::Ping { .. } => {
                 unreachable!("handled before the session lookup")

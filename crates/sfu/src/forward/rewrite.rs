@@ -40,6 +40,11 @@ struct LastSent {
     marker: bool,
 }
 
+/// How far before a switch a late packet of the old layer may still fill a hole.
+const STRAGGLER_WINDOW: u16 = 128;
+/// How long after a switch late packets of the old layer are still awaited.
+const STRAGGLER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a switch waits for the old layer's open frame to end.
 pub const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_millis(150);
 
@@ -66,7 +71,7 @@ pub struct RtpRewriter {
     /// The layer before the last switch, and the first output sequence
     /// number of the new one: late packets of the old layer that fill holes
     /// before that point are still forwarded.
-    previous: Option<(Source, u16)>,
+    previous: Option<(Source, u16, Instant)>,
     replay: Option<Replay>,
 }
 
@@ -116,6 +121,7 @@ impl RtpRewriter {
         self.target = None;
         self.source = None;
         self.waiting = None;
+        self.previous = None;
     }
 
     /// Packets to pass through again after a switch (see the module docs).
@@ -156,7 +162,7 @@ impl RtpRewriter {
             let next = self.continue_with(ssrc, seq, timestamp, now);
             self.previous = self
                 .source
-                .map(|old| (old, seq.wrapping_add(next.seq_offset)));
+                .map(|old| (old, seq.wrapping_add(next.seq_offset), now));
             self.source = Some(next);
             self.waiting = None;
             // Packets after the keyframe that overtook it were dropped: resend them.
@@ -166,12 +172,20 @@ impl RtpRewriter {
                 inclusive: false,
             });
         }
-        if let Some((old, switch_seq)) = self.previous
+        if self
+            .previous
+            .is_some_and(|(_, _, at)| now.saturating_duration_since(at) > STRAGGLER_TIME)
+        {
+            self.previous = None;
+        }
+        if let Some((old, switch_seq, _)) = self.previous
             && old.ssrc == ssrc
         {
-            // A straggler of the old layer: forwarded only into a hole it left.
+            // A straggler of the old layer: forwarded only into a hole it
+            // left just before the switch, never from its later stream.
             let seq = seq.wrapping_add(old.seq_offset);
-            return is_newer(switch_seq, seq).then_some(Rewritten {
+            let before_switch = switch_seq.wrapping_sub(seq);
+            return (before_switch > 0 && before_switch <= STRAGGLER_WINDOW).then_some(Rewritten {
                 ssrc: self.out_ssrc,
                 seq,
                 timestamp: timestamp.wrapping_add(old.ts_offset),
@@ -389,6 +403,26 @@ mod tests {
                 .rewrite(HIGH, 70, 0, (false, true), later)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn the_old_layer_never_leaks_in_later() {
+        let mut rewriter = RtpRewriter::new(OUT, 90_000);
+        rewriter.switch_to(LOW);
+        let now = Instant::now();
+        assert!(rewriter.rewrite(LOW, 100, 0, (true, true), now).is_some());
+        rewriter.switch_to(HIGH);
+        assert!(rewriter.rewrite(HIGH, 5000, 0, (true, true), now).is_some());
+        // The old layer keeps flowing (someone else watches it): none of it,
+        // however far its numbers run, gets into this subscriber's stream.
+        for i in 1..=70_000u32 {
+            let seq = 100u16.wrapping_add(i as u16);
+            let at = now + Duration::from_millis(u64::from(i) / 10);
+            assert!(
+                rewriter.rewrite(LOW, seq, 0, (true, false), at).is_none(),
+                "low packet {i} leaked"
+            );
+        }
     }
 
     #[test]

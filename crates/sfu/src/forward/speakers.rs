@@ -55,16 +55,20 @@ impl SpeakerDetector {
     /// Feeds one packet's audio level (RFC 6464 value, 0..=127).
     pub fn record(&mut self, participant: &str, rfc6464_level: u8, now: Instant) {
         let dbov = -f32::from(rfc6464_level.min(127));
-        let talker = self
-            .talkers
-            .entry(participant.to_owned())
-            .or_insert_with(|| Talker {
-                level_dbov: -127.0,
-                last_update: now,
-                loud_since: None,
-                quiet_since: None,
-                speaking: false,
-            });
+        // Looked up before inserting: this runs for every audio packet.
+        if !self.talkers.contains_key(participant) {
+            self.talkers.insert(
+                participant.to_owned(),
+                Talker {
+                    level_dbov: -127.0,
+                    last_update: now,
+                    loud_since: None,
+                    quiet_since: None,
+                    speaking: false,
+                },
+            );
+        }
+        let talker = self.talkers.get_mut(participant).expect("inserted above");
         let elapsed = now
             .saturating_duration_since(talker.last_update)
             .as_secs_f32();

@@ -171,6 +171,16 @@ impl Subscription {
     }
 }
 
+/// Why an answer was not applied.
+#[derive(Debug)]
+pub enum AnswerError {
+    /// Not an answer to the outstanding offer: the offer stays outstanding
+    /// and the client may answer again.
+    Malformed(ErrorBody),
+    /// str0m refused it after consuming the offer: the session cannot go on.
+    Rejected(ErrorBody),
+}
+
 /// A change waiting for the next offer.
 #[derive(Debug, Clone, Copy)]
 enum Change {
@@ -323,20 +333,29 @@ impl Peer {
     }
 
     /// Applies the client's answer to the outstanding offer.
-    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), ErrorBody> {
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| ErrorBody::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), AnswerError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
+            AnswerError::Malformed(ErrorBody::new(
+                ErrorCode::InvalidSdp,
+                format!("answer: {e}"),
+            ))
+        })?;
         let Some(pending) = self.pending.take() else {
-            return Err(ErrorBody::new(
+            return Err(AnswerError::Malformed(ErrorBody::new(
                 ErrorCode::InvalidSdp,
                 "no offer is waiting for an answer",
-            ));
+            )));
         };
         self.outstanding_offer = None;
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| ErrorBody::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
+            .map_err(|e| {
+                AnswerError::Rejected(ErrorBody::new(
+                    ErrorCode::InvalidSdp,
+                    format!("answer: {e}"),
+                ))
+            })?;
         for sub in self.subscriptions.values_mut() {
             sub.negotiated |= sub.mid.is_some();
         }
@@ -383,6 +402,9 @@ impl Peer {
             None => 0,
         };
         let source = Source { key, layer };
+        // A layer that moved to a new SSRC forgets the old one.
+        self.sources
+            .retain(|_, s| !(s.key == source.key && s.layer == source.layer));
         self.sources.insert(ssrc, source);
         Some(source)
     }

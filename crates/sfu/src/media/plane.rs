@@ -24,7 +24,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use super::demux::{Demux, Dropped, Route};
 use super::h264;
-use super::peer::{Forwarded, Peer, PeerId, Published, Subscription, TrackKey};
+use super::peer::{AnswerError, Forwarded, Peer, PeerId, Published, Subscription, TrackKey};
 use crate::forward::layer::{self, Layer, Request};
 use crate::forward::rewrite::Replay;
 use crate::forward::speakers::SpeakerDetector;
@@ -440,34 +440,38 @@ impl MediaPlane {
             self.fail_peer(id, "the media session panicked on an answer".into());
             return Err(ErrorBody::new(ErrorCode::InvalidSdp, "answer not usable"));
         };
-        outcome?;
+        match outcome {
+            Ok(()) => {}
+            Err(AnswerError::Malformed(malformed)) => return Err(malformed),
+            Err(AnswerError::Rejected(rejected)) => {
+                self.fail_peer(id, rejected.message.clone());
+                return Err(rejected);
+            }
+        }
         self.renegotiate(id);
         self.mark_dirty(id);
         self.drain_dirty(now);
         Ok(())
     }
 
-    /// A trickled candidate from the client.
+    /// A trickled candidate from the client: checked, then dropped. An
+    /// ICE-lite server learns the client's addresses from its connectivity
+    /// checks, and keeping trickled candidates would only let a client grow
+    /// the session's candidate pairs.
     pub fn remote_candidate(
         &mut self,
         room: &str,
         participant: &str,
         candidate: &IceCandidate,
-        now: Instant,
     ) -> Result<(), ErrorBody> {
-        self.now = self.now.max(now);
-        let Some(id) = self.peer_id(room, participant) else {
+        if self.peer_id(room, participant).is_none() {
             return Err(no_session());
-        };
+        }
         if candidate.candidate.is_empty() {
             return Ok(());
         }
-        let parsed = Candidate::from_sdp_string(&candidate.candidate)
+        Candidate::from_sdp_string(&candidate.candidate)
             .map_err(|e| ErrorBody::new(ErrorCode::InvalidSdp, format!("ICE candidate: {e}")))?;
-        let peer = self.peers.get_mut(&id).expect("peer of a participant");
-        peer.rtc.add_remote_candidate(parsed);
-        self.mark_dirty(id);
-        self.drain_dirty(now);
         Ok(())
     }
 
@@ -557,6 +561,12 @@ impl MediaPlane {
         while let Some(id) = self.dirty.pop() {
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.dirty = false;
+                // Written packets and requests leave on str0m's next timeout
+                // handling: give it one now, not a loop iteration later.
+                if let Err(reason) = guarded(|| peer.rtc.handle_input(Input::Timeout(now))) {
+                    self.fail_peer(id, reason);
+                    continue;
+                }
                 self.drain(id, now);
             }
         }
@@ -685,12 +695,10 @@ impl MediaPlane {
         if kind == TrackKind::Audio
             && let Some(level) = packet.header.ext_vals.audio_level
             && !track.info.muted
+            && let Some(room) = self.rooms.get_mut(&publisher.room)
         {
-            let (room, participant) = (publisher.room.clone(), publisher.participant.clone());
-            if let Some(room) = self.rooms.get_mut(&room) {
-                room.speakers
-                    .record(&participant, level.unsigned_abs().min(127), now);
-            }
+            room.speakers
+                .record(&publisher.participant, level.unsigned_abs().min(127), now);
         }
 
         let mut replays = Vec::new();
@@ -724,7 +732,9 @@ impl MediaPlane {
         packet: &Forwarded,
         now: Instant,
     ) -> Option<Replay> {
-        let subscriber = self.peers.get_mut(&subscriber_id)?;
+        // Nothing is queued for a session that cannot send yet: it would
+        // pile up and leave as a burst of stale media on connect.
+        let subscriber = self.peers.get_mut(&subscriber_id).filter(|s| s.connected)?;
         let sub = subscriber.subscriptions.get_mut(&key)?;
         let mid = sub.mid.filter(|_| sub.negotiated)?;
         if packet.kind == TrackKind::Audio && sub.rewriter.target() != Some(packet.ssrc) {
