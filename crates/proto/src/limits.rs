@@ -20,8 +20,10 @@ pub const MAX_IDENTITY_BYTES: usize = 128;
 pub const MAX_CLIENT_ID_BYTES: usize = 64;
 /// Access tokens, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 4 * 1024;
-/// SDP offers and answers, in bytes.
-pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// SDP offers and answers, in bytes: room for about 35 publishing
+/// participants (audio and video) in one session, and still inside
+/// [`MAX_MESSAGE_BYTES`] once JSON-escaped.
+pub const MAX_SDP_BYTES: usize = 56 * 1024;
 /// One trickled ICE candidate line, in bytes.
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
 /// Tracks one participant may publish at once.
@@ -32,6 +34,12 @@ pub const MAX_OFFERED_VERSIONS: usize = 16;
 pub const CHAT_HISTORY: usize = 500;
 /// Chat burst a participant may send at once...
 pub const CHAT_BURST: u32 = 10;
+/// `publish_track` messages a participant may send at once...
+pub const PUBLISH_BURST: u32 = 10;
+/// ...and then per second. Every publication adds an m-line to every
+/// subscriber's session for good (stopped m-lines stay in the SDP), so
+/// publishing in a loop would bloat everyone's session.
+pub const PUBLISH_PER_SECOND: f64 = 0.2;
 /// ...after which it may send this many messages per second.
 pub const CHAT_PER_SECOND: f64 = 2.0;
 /// Burst of signaling messages of any kind per connection...

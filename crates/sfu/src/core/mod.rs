@@ -692,6 +692,11 @@ impl Sfu {
             disconnect_epoch: 0,
             resume_token: self.random(32),
             chat_bucket: TokenBucket::new(limits::CHAT_BURST, limits::CHAT_PER_SECOND, now),
+            publish_bucket: TokenBucket::new(
+                limits::PUBLISH_BURST,
+                limits::PUBLISH_PER_SECOND,
+                now,
+            ),
             subscriptions: HashMap::new(),
         };
         let info = participant.info();
@@ -950,6 +955,11 @@ impl Sfu {
                 ErrorCode::DuplicateTrack,
                 format!("track `{}` is already published", track.id),
             ));
+        }
+        if let Err(wait) = p.publish_bucket.try_take(now) {
+            let mut body = ErrorBody::new(ErrorCode::RateLimited, "too many track publications");
+            body.retry_after_ms = Some(wait.as_millis() as u64 + 1);
+            return Err(body);
         }
         if p.tracks.len() >= limits::MAX_TRACKS_PER_PARTICIPANT {
             return Err(ErrorBody::new(

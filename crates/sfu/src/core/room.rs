@@ -21,6 +21,7 @@ pub struct Participant {
     pub disconnect_epoch: u64,
     pub resume_token: String,
     pub chat_bucket: TokenBucket,
+    pub publish_bucket: TokenBucket,
     /// Keyed by `(participant_id, track_id)` of the remote track.
     pub subscriptions: HashMap<(String, String), SubscriptionPreference>,
 }

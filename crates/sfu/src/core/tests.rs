@@ -875,3 +875,24 @@ fn frames_after_bye_are_ignored_and_binary_frames_are_rate_limited() {
     h.drain();
     assert!(h.take(conn).is_empty(), "nothing is answered after bye");
 }
+
+#[test]
+fn publishing_in_a_loop_is_rate_limited() {
+    let mut t = Harness::new(CoreConfig::default());
+    let (conn, _) = t.join("r", "Ada");
+    let publish = |id: &str| json!({"type": "publish_track", "track": {"id": id, "kind": "audio", "source": "microphone"}});
+    let unpublish = |id: &str| json!({"type": "unpublish_track", "track_id": id});
+    // Publish and withdraw the same track over and over: every cycle would
+    // leave a stopped m-line in every subscriber's session.
+    for _ in 0..limits::PUBLISH_BURST {
+        t.send(conn, &publish("mic"));
+        t.send(conn, &unpublish("mic"));
+        t.take(conn);
+    }
+    t.send(conn, &publish("mic"));
+    let refused = t.expect_error(conn, ErrorCode::RateLimited);
+    assert!(refused.retry_after_ms.unwrap() > 1000);
+    t.advance(Duration::from_secs(6));
+    t.send(conn, &publish("mic"));
+    assert!(t.take(conn).is_empty(), "allowed again after the refill");
+}

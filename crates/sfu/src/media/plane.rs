@@ -12,10 +12,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_proto::codecs;
 use parley_proto::{
     ErrorBody, ErrorCode, IceCandidate, ServerMessage, SpeakerLevel, TrackInfo, TrackKind,
 };
+use parley_proto::{codecs, limits};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
@@ -1078,6 +1078,17 @@ impl MediaPlane {
             return;
         };
         match catch_unwind(AssertUnwindSafe(|| peer.next_offer(now))) {
+            Ok(Some(ServerMessage::Offer { sdp, .. })) if sdp.len() > limits::MAX_SDP_BYTES => {
+                // The client could not answer it within the same limit.
+                self.fail_peer(
+                    id,
+                    format!(
+                        "the session needs an offer of {} bytes, over the {}-byte SDP limit",
+                        sdp.len(),
+                        limits::MAX_SDP_BYTES
+                    ),
+                );
+            }
             Ok(Some(offer)) => self.signal(id, offer),
             Ok(None) => {}
             Err(_) => self.fail_peer(id, "the media session panicked making an offer".into()),
