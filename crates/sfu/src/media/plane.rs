@@ -32,6 +32,8 @@ use crate::metrics::{DropLabels, Metrics};
 
 /// How often layers, dynacast, speakers and timeouts are re-evaluated.
 const TICK: Duration = Duration::from_millis(100);
+/// Ticks brought forward by subscription updates come at most this often.
+const EARLY_TICK_GAP: Duration = Duration::from_millis(20);
 /// At most one keyframe request per layer this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 /// A layer with no packet for this long is not offered to subscribers.
@@ -112,6 +114,7 @@ pub struct MediaPlane {
     next_tick: Option<Instant>,
     metrics: Metrics,
     events: Vec<Event>,
+    last_tick: Option<Instant>,
     /// The latest time any input brought, for work that follows from calls
     /// without a time of their own (a participant removed by signaling).
     now: Instant,
@@ -143,6 +146,7 @@ impl MediaPlane {
             metrics,
             now,
             events: Vec::new(),
+            last_tick: None,
         }
     }
 
@@ -419,8 +423,7 @@ impl MediaPlane {
             );
             sub.request = request;
         }
-        // Apply at once rather than at the next tick, so a resized tile is quick.
-        self.next_tick = Some(now);
+        self.tick_soon(now);
     }
 
     /// The client's answer to our last offer.
@@ -535,10 +538,21 @@ impl MediaPlane {
             self.drain(id, now);
         }
         if self.next_tick.is_some_and(|t| t <= now) {
+            self.last_tick = Some(now);
             self.tick(now);
             self.next_tick = (!self.peers.is_empty()).then(|| now + TICK);
         }
         self.drain_dirty(now);
+    }
+
+    /// Brings the next tick forward (a resized tile should be served
+    /// quickly), but not closer than `EARLY_TICK_GAP` after the last one, so
+    /// a stream of subscription updates cannot make every message a full pass.
+    fn tick_soon(&mut self, now: Instant) {
+        let earliest = self
+            .last_tick
+            .map_or(now, |last| (last + EARLY_TICK_GAP).max(now));
+        self.next_tick = Some(self.next_tick.map_or(earliest, |t| t.min(earliest)));
     }
 
     fn count_drop(&self, reason: &'static str) {
@@ -719,7 +733,7 @@ impl MediaPlane {
         }
         if first_packet && kind == TrackKind::Video {
             // A new layer showed up: place subscribers now rather than at the next tick.
-            self.next_tick = Some(now);
+            self.tick_soon(now);
         }
     }
 

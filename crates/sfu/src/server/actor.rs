@@ -39,11 +39,6 @@ pub enum Event {
     Disconnected {
         conn: ConnId,
     },
-    Datagram {
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: Vec<u8>,
-    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -56,15 +51,47 @@ pub enum Outbound {
     Close(u16),
 }
 
-pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>, media: MediaSockets) {
+/// One datagram from the media port. Datagrams have their own queue: anyone
+/// can send them, and a flood must not delay or block signaling.
+#[derive(Debug)]
+pub struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Datagrams waiting for the core; more are dropped, as a congested router would.
+pub const DATAGRAM_QUEUE: usize = 8192;
+
+pub async fn run(
+    mut sfu: Sfu,
+    mut events: mpsc::Receiver<Event>,
+    mut datagrams: mpsc::Receiver<Datagram>,
+    media: MediaSockets,
+) {
     let mut queues: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
     loop {
         let deadline = sfu.poll_timeout();
         let event = tokio::select! {
+            // Signaling first, then media, then timers.
+            biased;
             event = events.recv() => match event {
                 Some(event) => Some(event),
                 None => return,
             },
+            Some(datagram) = datagrams.recv() => {
+                let now = Instant::now();
+                sfu.handle_datagram(datagram.source, datagram.destination, &datagram.data, now);
+                // Under a steady stream of datagrams the timer branch may not
+                // get its turn: run what is due here.
+                if sfu.poll_timeout().is_some_and(|at| at <= now) {
+                    sfu.handle_timeout(now);
+                }
+                while let Some(output) = sfu.poll_output() {
+                    route(&mut sfu, &mut queues, &media, output);
+                }
+                continue;
+            }
             () = sleep_until(deadline) => None,
         };
         let now = Instant::now();
@@ -82,11 +109,6 @@ pub async fn run(mut sfu: Sfu, mut events: mpsc::Receiver<Event>, media: MediaSo
                 queues.remove(&conn);
                 sfu.handle_disconnect(conn, now);
             }
-            Some(Event::Datagram {
-                source,
-                destination,
-                data,
-            }) => sfu.handle_datagram(source, destination, &data, now),
             Some(Event::Shutdown { done }) => {
                 sfu.shutdown();
                 shutdown_done = Some(done);

@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::actor::Event;
+use super::actor::Datagram;
 use crate::config::MediaSettings;
 
 /// Largest datagram read; anything bigger is not WebRTC media.
@@ -110,12 +110,16 @@ pub fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
 }
 
 /// One task per socket, reading datagrams into the core's event queue.
-pub fn spawn_readers(sockets: &MediaSockets, events: &mpsc::Sender<Event>) -> Vec<JoinHandle<()>> {
+pub fn spawn_readers(
+    sockets: &MediaSockets,
+    datagrams: &mpsc::Sender<Datagram>,
+) -> Vec<JoinHandle<()>> {
     sockets
         .by_advertised
         .iter()
         .map(|(advertised, socket)| {
-            let (advertised, socket, events) = (*advertised, Arc::clone(socket), events.clone());
+            let (advertised, socket, datagrams) =
+                (*advertised, Arc::clone(socket), datagrams.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 loop {
@@ -127,14 +131,15 @@ pub fn spawn_readers(sockets: &MediaSockets, events: &mpsc::Sender<Event>) -> Ve
                             continue;
                         }
                     };
-                    let datagram = Event::Datagram {
+                    let datagram = Datagram {
                         source,
                         destination: advertised,
                         data: buf[..len].to_vec(),
                     };
                     // When the core is behind, the datagram is dropped, as a
                     // congested router would.
-                    if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(datagram) {
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = datagrams.try_send(datagram)
+                    {
                         return;
                     }
                 }

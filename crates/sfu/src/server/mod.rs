@@ -82,8 +82,10 @@ impl Server {
         let media_addrs = sockets.advertised();
         let sfu = Sfu::new(settings.core, metrics, now, unix_ms, rand::random());
         let (events_tx, events_rx) = mpsc::channel(actor::EVENT_QUEUE);
-        let readers = media::spawn_readers(&sockets, &events_tx);
-        let actor = tokio::spawn(actor::run(sfu, events_rx, sockets));
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(actor::DATAGRAM_QUEUE);
+        let readers = media::spawn_readers(&sockets, &datagrams_tx);
+        drop(datagrams_tx);
+        let actor = tokio::spawn(actor::run(sfu, events_rx, datagrams_rx, sockets));
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let state = AppState {
             events: events_tx,
