@@ -68,9 +68,9 @@ impl Net {
         );
     }
 
-    pub fn send(&mut self, datagram: &Datagram, now: Instant) {
+    pub fn send(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8], now: Instant) {
         let default = self.default;
-        let link = self.links.entry(datagram.destination).or_insert(Link {
+        let link = self.links.entry(destination).or_insert(Link {
             config: default,
             busy_until: None,
         });
@@ -84,9 +84,8 @@ impl Net {
             if start.duration_since(now) > MAX_QUEUE_DELAY {
                 return;
             }
-            let serialise = Duration::from_secs_f64(
-                (datagram.data.len() as f64 + 28.0) * 8.0 / capacity as f64,
-            );
+            let serialise =
+                Duration::from_secs_f64((data.len() as f64 + 28.0) * 8.0 / capacity as f64);
             departs = start + serialise;
             link.busy_until = Some(departs);
         }
@@ -100,9 +99,9 @@ impl Net {
             let at = departs + config.delay + jitter;
             self.sequence += 1;
             let copy = Datagram {
-                source: datagram.source,
-                destination: datagram.destination,
-                data: datagram.data.clone(),
+                source,
+                destination,
+                data: data.to_vec(),
             };
             self.in_flight.push(Reverse((at, self.sequence, copy)));
         }

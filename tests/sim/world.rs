@@ -11,7 +11,7 @@ use parley_sfu::media::MediaConfig;
 use parley_sfu::metrics::Metrics;
 use serde_json::json;
 
-use crate::net::{Datagram, LinkConfig, Net};
+use crate::net::{LinkConfig, Net};
 
 const FRAME_INTERVAL: Duration = Duration::from_millis(33);
 const KEYFRAME_INTERVAL: u32 = 90;
@@ -330,14 +330,7 @@ impl World {
                         source,
                         destination,
                         data,
-                    } => self.net.send(
-                        &Datagram {
-                            source,
-                            destination,
-                            data,
-                        },
-                        self.now,
-                    ),
+                    } => self.net.send(source, destination, &data, self.now),
                 }
             }
             for index in 0..self.clients.len() {
@@ -363,14 +356,7 @@ impl World {
                 source,
                 destination,
                 data,
-            } => self.net.send(
-                &Datagram {
-                    source,
-                    destination,
-                    data,
-                },
-                self.now,
-            ),
+            } => self.net.send(source, destination, &data, self.now),
             CallOutput::Frame {
                 data, contiguous, ..
             } => {

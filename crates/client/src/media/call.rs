@@ -266,6 +266,12 @@ impl CallSession {
         self.outputs.pop_front()
     }
 
+    /// The writer of our track's m-line, once the SFU has opened one.
+    fn writer_for(&mut self, track_id: &str) -> Option<str0m::media::Writer<'_>> {
+        let mid = self.sending_mid(track_id)?;
+        self.rtc.writer(mid)
+    }
+
     /// Sends one encoded video frame on one simulcast layer of `track_id`.
     /// Returns false while the track has no negotiated m-line yet.
     pub fn write_video(
@@ -276,10 +282,7 @@ impl CallSession {
         data: &[u8],
         now: Instant,
     ) -> bool {
-        let Some(mid) = self.sending_mid(track_id) else {
-            return false;
-        };
-        let Some(writer) = self.rtc.writer(mid) else {
+        let Some(writer) = self.writer_for(track_id) else {
             return false;
         };
         let writer = match rid {
@@ -302,10 +305,7 @@ impl CallSession {
         data: &[u8],
         now: Instant,
     ) -> bool {
-        let Some(mid) = self.sending_mid(track_id) else {
-            return false;
-        };
-        let Some(writer) = self.rtc.writer(mid) else {
+        let Some(writer) = self.writer_for(track_id) else {
             return false;
         };
         let time = MediaTime::new(rtp_time_48khz, Frequency::FORTY_EIGHT_KHZ);

@@ -510,31 +510,19 @@ impl Engine {
         };
         let mut lines = Vec::new();
         let mut wants_keyframe = false;
-        match &mut state.receiver {
+        let decoded_one = match &mut state.receiver {
             Receiver::Video(video) => {
-                if let Some(decoded) = video.handle_frame(data, contiguous, unix_micros()) {
-                    if state.first_frame_ms.is_none() {
-                        state.first_frame_ms = Some(since_join);
-                        lines.push(serde_json::json!({
-                            "type": "cli_first_remote_frame",
-                            "participant_id": track.participant_id,
-                            "track_id": track.track_id,
-                            "kind": "video",
-                            "ms_since_join": since_join,
-                        }));
-                        if self.first_remote_frame_ms.is_none() {
-                            self.first_remote_frame_ms = Some(since_join);
-                        }
-                    }
-                    if decoded.resized {
-                        lines.push(serde_json::json!({
-                            "type": "cli_video_size",
-                            "participant_id": track.participant_id,
-                            "track_id": track.track_id,
-                            "width": decoded.width,
-                            "height": decoded.height,
-                        }));
-                    }
+                let decoded = video.handle_frame(data, contiguous, unix_micros());
+                if let Some(decoded) = decoded
+                    && decoded.resized
+                {
+                    lines.push(serde_json::json!({
+                        "type": "cli_video_size",
+                        "participant_id": track.participant_id,
+                        "track_id": track.track_id,
+                        "width": decoded.width,
+                        "height": decoded.height,
+                    }));
                 }
                 let now = Instant::now();
                 if video.needs_keyframe()
@@ -545,19 +533,32 @@ impl Engine {
                     state.last_keyframe_request = Some(now);
                     wants_keyframe = true;
                 }
+                decoded.is_some()
             }
             Receiver::Audio(audio) => {
                 audio.handle_frame(data, rtp_time);
-                if state.first_frame_ms.is_none() {
-                    state.first_frame_ms = Some(since_join);
-                    lines.push(serde_json::json!({
-                        "type": "cli_first_remote_frame",
-                        "participant_id": track.participant_id,
-                        "track_id": track.track_id,
-                        "kind": "audio",
-                        "ms_since_join": since_join,
-                    }));
-                }
+                true
+            }
+        };
+        if decoded_one && state.first_frame_ms.is_none() {
+            state.first_frame_ms = Some(since_join);
+            let kind = match track.kind {
+                TrackKind::Audio => "audio",
+                TrackKind::Video => "video",
+            };
+            // Insert before any size line of the same frame, as before.
+            lines.insert(
+                0,
+                serde_json::json!({
+                    "type": "cli_first_remote_frame",
+                    "participant_id": track.participant_id,
+                    "track_id": track.track_id,
+                    "kind": kind,
+                    "ms_since_join": since_join,
+                }),
+            );
+            if track.kind == TrackKind::Video && self.first_remote_frame_ms.is_none() {
+                self.first_remote_frame_ms = Some(since_join);
             }
         }
         if wants_keyframe {

@@ -133,6 +133,8 @@ pub struct Subscription {
     /// Last extended sequence number written, for continuing across rollovers.
     pub last_seq: Option<u64>,
     pub forwarded_packets: u64,
+    /// The SSRC of this subscription's send stream, once looked up.
+    pub tx_ssrc: Option<Ssrc>,
 }
 
 impl Subscription {
@@ -152,6 +154,7 @@ impl Subscription {
             rewriter: RtpRewriter::new(0, clock_rate),
             last_seq: None,
             forwarded_packets: 0,
+            tx_ssrc: None,
         }
     }
 

@@ -775,11 +775,21 @@ impl MediaPlane {
         let seq = sub.extend_seq(out.seq);
         sub.forwarded_packets += 1;
         let mut api = subscriber.rtc.direct_api();
-        let stream = api.stream_tx_by_mid(mid, None)?;
-        // Forwarded media leaves at once: the bandwidth estimate already
-        // limits which layer is sent, and pacing at 1.1 × an estimate measured
-        // while little was sent would hold a keyframe back for most of a second.
-        stream.set_unpaced(true);
+        // str0m finds a stream by mid with a scan of every stream: look it up
+        // once, then by SSRC (a hash lookup) for every packet after.
+        let tx_ssrc = match sub.tx_ssrc {
+            Some(ssrc) => ssrc,
+            None => {
+                let stream = api.stream_tx_by_mid(mid, None)?;
+                // Forwarded media leaves at once: the bandwidth estimate
+                // already limits which layer is sent, and pacing at 1.1 × an
+                // estimate measured while little was sent would hold a
+                // keyframe back for most of a second.
+                stream.set_unpaced(true);
+                *sub.tx_ssrc.insert(stream.ssrc())
+            }
+        };
+        let stream = api.stream_tx(&tx_ssrc)?;
         stream.write_rtp(
             RtpWrite::new(
                 packet.pt,
