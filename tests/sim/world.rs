@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use parley_client::media::call::{CallOutput, CallSession};
+use parley_client::media::call::{CallOutput, CallSession, IcePolicy, Protocol};
 use parley_proto::{ClientMessage, ServerMessage, SubscriptionPreference, TrackInfo};
 use parley_sfu::core::{CoreConfig, Output, Sfu};
 use parley_sfu::media::MediaConfig;
@@ -245,6 +245,7 @@ impl World {
             if datagram.destination == SFU_ADDR {
                 let started = Instant::now();
                 self.sfu.handle_datagram(
+                    Protocol::Udp,
                     datagram.source,
                     datagram.destination,
                     &datagram.data,
@@ -259,7 +260,13 @@ impl World {
                 .find(|c| c.addr == datagram.destination)
                 .and_then(|c| c.call.as_mut())
             {
-                call.handle_datagram(datagram.source, datagram.destination, &datagram.data, now);
+                call.handle_datagram(
+                    Protocol::Udp,
+                    datagram.source,
+                    datagram.destination,
+                    &datagram.data,
+                    now,
+                );
             }
             self.pump();
         }
@@ -327,6 +334,7 @@ impl World {
                     }
                     Output::Close { .. } => {}
                     Output::Transmit {
+                        proto: _,
                         source,
                         destination,
                         data,
@@ -353,6 +361,7 @@ impl World {
         let client = &mut self.clients[index];
         match output {
             CallOutput::Transmit {
+                proto: _,
                 source,
                 destination,
                 data,
@@ -388,7 +397,9 @@ impl World {
             ServerMessage::Joined(joined) => {
                 let client = &mut self.clients[index];
                 client.participant_id = Some(joined.participant_id.clone());
-                client.call = Some(CallSession::new(joined.participant_id, &[client.addr], now));
+                let mut call = CallSession::new(joined.participant_id, IcePolicy::All, now);
+                call.add_host_candidates(&[client.addr]);
+                client.call = Some(call);
                 if client.publishes {
                     let track = TrackInfo {
                         id: "camera".into(),

@@ -57,17 +57,21 @@ pub struct SfuProcess {
     pub http_addr: String,
     /// The media port's addresses (loopback only in tests).
     pub media_addrs: Vec<std::net::SocketAddr>,
+    /// Its ICE-TCP addresses.
+    pub media_tcp_addrs: Vec<std::net::SocketAddr>,
     stderr_log: tempfile::NamedTempFile,
 }
 
 impl SfuProcess {
-    /// Starts `parley-sfu --listen 127.0.0.1:0 --media-port 0 --media-ip 127.0.0.1 <extra>`
+    /// Starts `parley-sfu --listen 127.0.0.1:0 --media-port 0 --media-tcp-port 0
+    /// --media-ip 127.0.0.1 <extra>`
     /// and waits for its ready line.
     pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
         let stderr_log = tempfile::NamedTempFile::new()?;
         let mut child = Command::new(bin("parley-sfu"))
             .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
-            .args(["--media-port", "0", "--media-ip", "127.0.0.1"])
+            .args(["--media-port", "0", "--media-tcp-port", "0"])
+            .args(["--media-ip", "127.0.0.1"])
             .args(extra)
             .env_remove("PARLEY_AUTH_SECRET")
             .env_remove("PARLEY_SFU_CONFIG")
@@ -79,11 +83,16 @@ impl SfuProcess {
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let mut media_addrs = Vec::new();
+        let mut media_tcp_addrs = Vec::new();
         let signaling_url = tokio::time::timeout(PATIENCE, async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.trim().strip_prefix("media:") {
-                    let addr = addr.trim().trim_start_matches("udp").trim();
-                    media_addrs.push(addr.parse().context("media address")?);
+                if let Some(media) = line.trim().strip_prefix("media:") {
+                    let (proto, addr) = media.trim().split_once(' ').context("media line")?;
+                    let addr = addr.trim().parse().context("media address")?;
+                    match proto {
+                        "tcp" => media_tcp_addrs.push(addr),
+                        _ => media_addrs.push(addr),
+                    }
                 }
                 if let Some(url) = line.trim().strip_prefix("signaling: ") {
                     return Ok(url.to_owned());
@@ -105,6 +114,7 @@ impl SfuProcess {
             signaling_url,
             http_addr,
             media_addrs,
+            media_tcp_addrs,
             stderr_log,
         })
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use parley_proto::ClientMessage;
 use tokio::sync::mpsc;
 
+use crate::net::NetworkOptions;
 use crate::session::{EndReason, SessionEvent, SignalingSession};
 use crate::ws::{SignalingSocket, WsError};
 
@@ -44,6 +45,8 @@ pub struct DriverOptions {
     pub reconnect: bool,
     /// Give up reconnecting after this long without a connection.
     pub give_up_after: Duration,
+    /// Proxy and TLS settings for the connection.
+    pub network: NetworkOptions,
 }
 
 /// Why [`run`] returned without the session ending normally.
@@ -74,7 +77,7 @@ pub async fn run(
     let mut attempt = 0u32;
     let mut lost_since: Option<Instant> = None;
     loop {
-        let error = match SignalingSocket::connect(&options.url).await {
+        let error = match SignalingSocket::connect(&options.url, &options.network).await {
             Ok(socket) => {
                 ever_connected = true;
                 let started = Instant::now();

@@ -20,5 +20,6 @@
 
 pub mod driver;
 pub mod media;
+pub mod net;
 pub mod session;
 pub mod ws;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use parley_client::driver::{self, Command, DriverError, DriverEvent, DriverOptions};
 use parley_client::media;
+use parley_client::media::call::IcePolicy;
 use parley_client::media::engine::{CallReport, MediaCommand, MediaNotice, MediaOptions};
+use parley_client::net::NetworkOptions;
 use parley_client::session::{EndReason, JoinParams, SessionEvent, SignalingSession};
 use parley_media::scale::Size;
 use parley_proto::ServerMessage;
@@ -23,7 +25,8 @@ mod exit {
     pub const OK: u8 = 0;
     /// Unexpected failure.
     pub const FAILURE: u8 = 1;
-    // 2 is clap's: bad command-line usage.
+    /// Bad command-line usage (clap uses the same code).
+    pub const USAGE: u8 = 2;
     /// Could not connect, or the connection was lost and not restored.
     pub const CONNECTION: u8 = 3;
     /// The server refused the join (token, room, name, version, room full).
@@ -92,9 +95,45 @@ struct JoinArgs {
     /// Write per-track results (frames, resolution, latency, loss) here as JSON on exit.
     #[arg(long, requires = "fake_media")]
     stats_json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Which ICE candidates to use: all, or relay (TURN only).
+    #[arg(long, default_value = "all", value_parser = parse_ice_policy)]
+    ice_policy: IcePolicy,
     /// Log filter for stderr, e.g. info or parley_client=debug.
     #[arg(long, env = "RUST_LOG", default_value = "warn")]
     log_level: String,
+}
+
+/// How to reach servers through corporate networks.
+#[derive(Debug, Args)]
+struct NetworkArgs {
+    /// HTTP proxy for signaling and TURN over TCP/TLS, e.g.
+    /// http://user:password@proxy:3128 [default: $HTTPS_PROXY or $https_proxy].
+    #[arg(long)]
+    proxy: Option<String>,
+    /// Extra CA certificates (PEM) trusted beside the system's, e.g. a
+    /// corporate CA that re-signs TLS.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl NetworkArgs {
+    fn options(&self) -> Result<NetworkOptions, String> {
+        let proxy = self.proxy.as_deref().map(str::parse).transpose()?;
+        let options = NetworkOptions {
+            proxy,
+            ca_file: self.ca_file.clone(),
+        }
+        .with_env_proxy()?;
+        // Read the CA file now, so a bad one is reported before joining.
+        options.tls_config()?;
+        Ok(options)
+    }
+}
+
+fn parse_ice_policy(s: &str) -> Result<IcePolicy, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -129,11 +168,20 @@ async fn join(args: JoinArgs) -> u8 {
         identity: args.identity,
         media: args.fake_media,
     };
+    let network = match args.network.options() {
+        Ok(network) => network,
+        Err(error) => {
+            eprintln!("parley-cli: {error}");
+            return exit::USAGE;
+        }
+    };
     let media_options = args.fake_media.then(|| MediaOptions {
         resolution: Size::new(args.resolution.0, args.resolution.1),
         fps: args.fps,
         subscribe_size: args.subscribe_size,
-        stun_urls: Vec::new(),
+        ice_servers: Vec::new(),
+        ice_policy: args.ice_policy,
+        network: network.clone(),
     });
     if let Err(invalid) = params.validate() {
         eprintln!("parley-cli: {invalid}");
@@ -145,6 +193,7 @@ async fn join(args: JoinArgs) -> u8 {
         url: args.url,
         reconnect: !args.no_reconnect,
         give_up_after: Duration::from_mins(1),
+        network,
     };
     let driver = tokio::spawn(driver::run(
         options,
@@ -290,13 +339,7 @@ async fn steer_call(
             }
             let (tx, rx) = mpsc::channel(256);
             let mut options = options.clone();
-            options.stun_urls = joined
-                .ice_servers
-                .iter()
-                .flat_map(|server| server.urls.iter())
-                .filter(|url| url.starts_with("stun:"))
-                .cloned()
-                .collect();
+            options.ice_servers.clone_from(&joined.ice_servers);
             let task = tokio::spawn(media::engine::run(
                 options,
                 joined.participant_id.clone(),

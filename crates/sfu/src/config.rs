@@ -49,10 +49,17 @@ pub struct MediaSection {
     /// A session whose ICE has not connected this long after it started is closed.
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// Passive ICE-TCP (RFC 6544) beside the UDP port, for clients whose
+    /// network blocks UDP.
+    pub ice_tcp: bool,
+    /// The ICE-TCP port on every media address (0 picks a free one).
+    pub tcp_port: u16,
 }
 
 /// Where media is served unless told otherwise.
 pub const DEFAULT_MEDIA_PORT: u16 = 7882;
+/// Where ICE-TCP is served unless told otherwise.
+pub const DEFAULT_ICE_TCP_PORT: u16 = 7881;
 
 impl Default for MediaSection {
     fn default() -> Self {
@@ -62,6 +69,8 @@ impl Default for MediaSection {
             ips: Vec::new(),
             public_ip: None,
             connect_timeout: Duration::from_secs(15),
+            ice_tcp: true,
+            tcp_port: DEFAULT_ICE_TCP_PORT,
         }
     }
 }
@@ -146,6 +155,8 @@ pub struct Overrides {
     pub resume_window: Option<Duration>,
     pub no_media: bool,
     pub media_port: Option<u16>,
+    pub media_tcp_port: Option<u16>,
+    pub no_ice_tcp: bool,
     pub media_ips: Vec<IpAddr>,
     pub public_ip: Option<IpAddr>,
 }
@@ -164,6 +175,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
     pub udp_port: u16,
+    /// `None`: no ICE-TCP.
+    pub tcp_port: Option<u16>,
     /// Empty: every interface address.
     pub ips: Vec<IpAddr>,
     pub public_ip: Option<IpAddr>,
@@ -231,6 +244,8 @@ impl Settings {
             ips.extend(flags.media_ips.iter().copied());
             MediaSettings {
                 udp_port: flags.media_port.unwrap_or(file.media.udp_port),
+                tcp_port: (file.media.ice_tcp && !flags.no_ice_tcp)
+                    .then(|| flags.media_tcp_port.unwrap_or(file.media.tcp_port)),
                 ips,
                 public_ip: flags.public_ip.or(file.media.public_ip),
                 connect_timeout: file.media.connect_timeout,

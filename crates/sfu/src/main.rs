@@ -80,6 +80,12 @@ struct ServeArgs {
     /// UDP port shared by every media session, 0 for any free one [default: 7882].
     #[arg(long)]
     media_port: Option<u16>,
+    /// TCP port for ICE-TCP on every media address, 0 for any free one [default: 7881].
+    #[arg(long)]
+    media_tcp_port: Option<u16>,
+    /// Serve no ICE-TCP (clients behind UDP-blocking firewalls then need TURN).
+    #[arg(long)]
+    no_ice_tcp: bool,
     /// Address to serve media on (repeatable) [default: every interface address].
     #[arg(long = "media-ip")]
     media_ips: Vec<std::net::IpAddr>,
@@ -162,6 +168,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             resume_window: args.resume_window,
             no_media: args.no_media,
             media_port: args.media_port,
+            media_tcp_port: args.media_tcp_port,
+            no_ice_tcp: args.no_ice_tcp,
             media_ips: args.media_ips,
             public_ip: args.public_ip,
         },
@@ -183,6 +191,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("parley-sfu {} ready", env!("CARGO_PKG_VERSION"));
         for addr in server.media_addrs() {
             println!("  media:     udp {addr}");
+        }
+        for addr in server.media_tcp_addrs() {
+            println!("  media:     tcp {addr}");
         }
         println!("  signaling: {}", server.signaling_url());
         println!("  health:    {}/healthz", server.http_url());

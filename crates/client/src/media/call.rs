@@ -10,9 +10,13 @@ use parley_proto::codecs;
 use parley_proto::{MediaLine, TrackKind};
 use str0m::change::SdpOffer;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaTime, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+pub use str0m::net::Protocol;
+use str0m::net::{Receive, TcpType};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// The port active ICE-TCP candidates carry (RFC 6544 §4.5: the discard port).
+const ACTIVE_TCP_PORT: u16 = 9;
 
 /// A remote track as the SFU described it in an offer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,10 +26,54 @@ pub struct RemoteTrack {
     pub kind: TrackKind,
 }
 
+/// Which candidates the session gathers (WebRTC's `iceTransportPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcePolicy {
+    /// Host, server-reflexive, ICE-TCP and relayed candidates.
+    #[default]
+    All,
+    /// Relayed candidates only: every packet goes through TURN, and the SFU
+    /// never learns this machine's addresses.
+    Relay,
+}
+
+impl std::str::FromStr for IcePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "relay" => Ok(Self::Relay),
+            other => Err(format!("unknown ICE policy `{other}`: use all or relay")),
+        }
+    }
+}
+
+/// How a local candidate reaches the network, for naming the selected path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateKind {
+    Host,
+    ServerReflexive,
+    /// Through a TURN server reached over this transport (`udp`, `tcp` or `tls`).
+    Relay(&'static str),
+}
+
+impl CandidateKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::ServerReflexive => "srflx",
+            Self::Relay(_) => "relay",
+        }
+    }
+}
+
 /// What the driver must do, or should know.
 #[derive(Debug)]
 pub enum CallOutput {
+    /// Over TCP: one RFC 4571 frame on the connection to `destination`.
     Transmit {
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: Vec<u8>,
@@ -61,8 +109,23 @@ pub struct ConnectionStats {
     pub local_candidate: Option<String>,
     pub local_address: Option<String>,
     pub remote_address: Option<String>,
-    /// `udp` or `tcp`.
+    /// The pair's transport as ICE sees it: `udp` or `tcp` (a relayed pair
+    /// is `udp` between the TURN server and the SFU).
     pub protocol: Option<String>,
+    /// How packets leave this machine: `udp`, `tcp` (ICE-TCP or TURN over
+    /// TCP) or `tls` (TURN over TLS).
+    pub transport: Option<String>,
+}
+
+impl ConnectionStats {
+    /// `relay/tls`, `host/udp`, ...: the path in one word.
+    pub fn path(&self) -> Option<String> {
+        Some(format!(
+            "{}/{}",
+            self.local_candidate.as_deref()?,
+            self.transport.as_deref()?
+        ))
+    }
 }
 
 /// Per-track transport numbers, as str0m measures them.
@@ -108,8 +171,9 @@ pub struct CallSession {
     outputs: VecDeque<CallOutput>,
     next_timeout: Option<Instant>,
     connected: bool,
-    /// Our candidates' addresses and types, to name the selected pair.
-    local_candidates: Vec<(SocketAddr, &'static str)>,
+    policy: IcePolicy,
+    /// Our candidates' addresses, protocols and kinds, to name the selected pair.
+    local_candidates: Vec<(SocketAddr, Protocol, CandidateKind)>,
     pub connection: ConnectionStats,
     pub egress: HashMap<(String, Option<String>), TrackTransportStats>,
     pub ingress: HashMap<RemoteTrack, TrackTransportStats>,
@@ -131,21 +195,12 @@ pub fn rtc_config() -> str0m::RtcConfig {
 }
 
 impl CallSession {
-    /// `local` are the sockets' addresses, offered as host candidates.
-    pub fn new(participant_id: String, local: &[SocketAddr], now: Instant) -> Self {
-        let mut rtc = rtc_config().build(now);
-        let mut local_candidates = Vec::new();
-        for address in local {
-            match Candidate::host(*address, "udp") {
-                Ok(candidate) => {
-                    rtc.add_local_candidate(candidate);
-                    local_candidates.push((*address, "host"));
-                }
-                Err(e) => tracing::debug!(%address, "not a usable host candidate: {e}"),
-            }
-        }
+    /// A session with no candidates yet; the driver adds them as it learns
+    /// them, and `policy` decides which are used.
+    pub fn new(participant_id: String, policy: IcePolicy, now: Instant) -> Self {
         Self {
-            rtc,
+            rtc: rtc_config().build(now),
+            policy,
             participant_id,
             sending: HashMap::new(),
             sending_audio: Vec::new(),
@@ -153,10 +208,59 @@ impl CallSession {
             outputs: VecDeque::new(),
             next_timeout: Some(now),
             connected: false,
-            local_candidates,
+            local_candidates: Vec::new(),
             connection: ConnectionStats::default(),
             egress: HashMap::new(),
             ingress: HashMap::new(),
+        }
+    }
+
+    pub fn policy(&self) -> IcePolicy {
+        self.policy
+    }
+
+    /// Offers our UDP sockets' addresses as host candidates (not under the
+    /// relay policy).
+    pub fn add_host_candidates(&mut self, local: &[SocketAddr]) {
+        if self.policy == IcePolicy::Relay {
+            return;
+        }
+        for address in local {
+            match Candidate::host(*address, "udp") {
+                Ok(candidate) => {
+                    self.rtc.add_local_candidate(candidate);
+                    self.local_candidates
+                        .push((*address, Protocol::Udp, CandidateKind::Host));
+                }
+                Err(e) => tracing::debug!(%address, "not a usable host candidate: {e}"),
+            }
+        }
+    }
+
+    /// Offers active ICE-TCP candidates (RFC 6544) on these interface
+    /// addresses: str0m then pairs them with the SFU's passive TCP
+    /// candidates, and the driver opens a connection per remote address
+    /// when the first check is sent. The port is a placeholder (9, as RFC
+    /// 6544 asks); our real port is whatever the connection gets.
+    pub fn add_tcp_candidates(&mut self, ips: &[std::net::IpAddr]) {
+        if self.policy == IcePolicy::Relay {
+            return;
+        }
+        for ip in ips {
+            let address = SocketAddr::new(*ip, ACTIVE_TCP_PORT);
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(address)
+                .tcptype(TcpType::Active)
+                .build();
+            match candidate {
+                Ok(candidate) => {
+                    self.rtc.add_local_candidate(candidate);
+                    self.local_candidates
+                        .push((address, Protocol::Tcp, CandidateKind::Host));
+                }
+                Err(e) => tracing::debug!(%address, "not a usable ICE-TCP candidate: {e}"),
+            }
         }
     }
 
@@ -167,11 +271,40 @@ impl CallSession {
         mapped: SocketAddr,
         base: SocketAddr,
     ) -> Option<String> {
+        if self.policy == IcePolicy::Relay {
+            return None;
+        }
         let candidate = Candidate::server_reflexive(mapped, base, "udp").ok()?;
         let sdp = candidate.to_sdp_string();
         self.rtc.add_local_candidate(candidate)?;
-        self.local_candidates.push((mapped, "srflx"));
+        self.local_candidates
+            .push((mapped, Protocol::Udp, CandidateKind::ServerReflexive));
         Some(sdp)
+    }
+
+    /// A TURN allocation: `relayed` is the address the TURN server relays
+    /// from, `local` the socket that talks to it, `transport` how (`udp`,
+    /// `tcp` or `tls`). Returns its SDP form to trickle to the SFU.
+    pub fn add_relayed_candidate(
+        &mut self,
+        relayed: SocketAddr,
+        local: SocketAddr,
+        transport: &'static str,
+    ) -> Option<String> {
+        let candidate = Candidate::relayed(relayed, local, "udp").ok()?;
+        let sdp = candidate.to_sdp_string();
+        self.rtc.add_local_candidate(candidate)?;
+        self.local_candidates
+            .push((relayed, Protocol::Udp, CandidateKind::Relay(transport)));
+        Some(sdp)
+    }
+
+    /// True when str0m sends from `source` over a relay: the driver hands
+    /// such transmits to the TURN client that owns the allocation.
+    pub fn is_relayed(&self, source: SocketAddr) -> bool {
+        self.local_candidates
+            .iter()
+            .any(|(a, _, k)| *a == source && matches!(k, CandidateKind::Relay(_)))
     }
 
     pub fn is_connected(&self) -> bool {
@@ -228,14 +361,17 @@ impl CallSession {
         Ok(answer.to_sdp_string())
     }
 
+    /// One datagram (over TCP: one RFC 4571 frame; through TURN: the
+    /// relayed payload, with our relayed address as `destination`).
     pub fn handle_datagram(
         &mut self,
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
         now: Instant,
     ) {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
             return;
         };
         let input = Input::Receive(now, receive);
@@ -345,6 +481,7 @@ impl CallSession {
                     return;
                 }
                 Ok(Output::Transmit(t)) => self.outputs.push_back(CallOutput::Transmit {
+                    proto: t.proto,
                     source: t.source,
                     destination: t.destination,
                     data: t.contents.into(),
@@ -407,15 +544,21 @@ impl CallSession {
         self.connection.bytes_received = stats.peer_bytes_rx;
         self.connection.estimate_bps = stats.bwe_tx.map(|b| b.as_u64());
         if let Some(pair) = &stats.selected_candidate_pair {
+            let protocol = pair.protocol.to_string().to_lowercase();
             let kind = self
                 .local_candidates
                 .iter()
-                .find(|(addr, _)| *addr == pair.local.addr)
-                .map_or("prflx", |(_, kind)| *kind);
-            self.connection.local_candidate = Some(kind.to_owned());
+                .find(|(addr, proto, _)| *addr == pair.local.addr && *proto == pair.protocol)
+                .map(|(_, _, kind)| *kind);
+            self.connection.local_candidate =
+                Some(kind.map_or("prflx", CandidateKind::name).into());
+            self.connection.transport = Some(match kind {
+                Some(CandidateKind::Relay(transport)) => transport.to_owned(),
+                _ => protocol.clone(),
+            });
             self.connection.local_address = Some(pair.local.addr.to_string());
             self.connection.remote_address = Some(pair.remote.addr.to_string());
-            self.connection.protocol = Some(pair.protocol.to_string().to_lowercase());
+            self.connection.protocol = Some(protocol);
         }
     }
 

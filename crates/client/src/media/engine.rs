@@ -1,6 +1,7 @@
-//! The tokio driver of a call: UDP sockets on every interface, the
-//! synthetic publisher's encoded frames in, decoded remote tracks checked,
-//! and the [`CallSession`] fed one input at a time. Signaling reaches it as
+//! The tokio driver of a call: UDP sockets on every interface, ICE-TCP
+//! connections and TURN relays (see [`super::transport`]), the synthetic
+//! publisher's encoded frames in, decoded remote tracks checked, and the
+//! [`CallSession`] fed one input at a time. Signaling reaches it as
 //! [`MediaCommand`]s; what it must send over signaling leaves as [`MediaNotice`]s.
 
 use std::collections::HashMap;
@@ -12,17 +13,24 @@ use parley_media::clock::unix_micros;
 use parley_media::scale::Size;
 use parley_media::simulcast::{RIDS, default_layers};
 use parley_proto::{
-    ClientMessage, ServerMessage, SubscriptionPreference, TrackInfo, TrackKind, TrackSource,
-    VideoLayer,
+    ClientMessage, IceServer, ServerMessage, SubscriptionPreference, TrackInfo, TrackKind,
+    TrackSource, VideoLayer,
 };
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::call::{CallOutput, CallSession, ConnectionStats, RemoteTrack, TrackTransportStats};
+use str0m::net::Protocol;
+
+use super::call::{
+    CallOutput, CallSession, ConnectionStats, IcePolicy, RemoteTrack, TrackTransportStats,
+};
 use super::publisher::{Encoded, EncoderControl, FakePublisher};
 use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
 use super::stun::{StunDiscovery, stun_host_port};
+use super::transport::{self, NetEvent, TurnWriter};
+use super::turn::{RelayEvent, TurnRelay, TurnUrl};
+use crate::net::NetworkOptions;
 
 /// Track ids of what `--fake-media` publishes.
 pub const CAMERA_TRACK: &str = "camera";
@@ -41,8 +49,12 @@ pub struct MediaOptions {
     pub fps: u32,
     /// Tile size asked of the SFU for every remote video track.
     pub subscribe_size: Option<(u32, u32)>,
-    /// `stun:` URLs (from `joined`) to learn server-reflexive candidates from.
-    pub stun_urls: Vec<String>,
+    /// STUN and TURN servers (from `joined`).
+    pub ice_servers: Vec<IceServer>,
+    /// Which candidates to gather.
+    pub ice_policy: IcePolicy,
+    /// Proxy and TLS settings for TURN over TCP and TLS.
+    pub network: NetworkOptions,
 }
 
 /// From the application to the call.
@@ -195,8 +207,16 @@ fn spawn_readers(
         .collect()
 }
 
-/// Resolves `stun:` URLs; unresolvable ones are logged and skipped.
-async fn resolve_stun(urls: &[String]) -> Vec<SocketAddr> {
+/// Resolves the `stun:` URLs among `ice_servers`; unresolvable ones are
+/// logged and skipped.
+async fn resolve_stun(ice_servers: &[IceServer]) -> Vec<SocketAddr> {
+    // Collected first: a borrowing iterator held across the awaits below
+    // would make this future not `Send`.
+    let urls: Vec<&String> = ice_servers
+        .iter()
+        .flat_map(|s| &s.urls)
+        .filter(|u| u.starts_with("stun:"))
+        .collect();
     let mut servers = Vec::new();
     for url in urls {
         let Some(host_port) = stun_host_port(url) else {
@@ -241,8 +261,86 @@ pub fn published_tracks(options: &MediaOptions) -> [TrackInfo; 2] {
     ]
 }
 
+/// One TURN server from `joined`, and its relay once connected.
+struct RelaySlot {
+    url: TurnUrl,
+    username: String,
+    password: String,
+    writer: Option<TurnWriter>,
+    relay: Option<TurnRelay>,
+    /// How long the transport took to connect, then when allocation started.
+    connect_ms: Option<f64>,
+    allocating_since: Option<Instant>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// An ICE-TCP connection to one of the SFU's passive candidates.
+struct IceTcp {
+    writer: mpsc::Sender<Vec<u8>>,
+    /// Our active candidate's address, which str0m expects frames to arrive at.
+    local: SocketAddr,
+}
+
+/// The TURN servers among `ice_servers`; unusable entries are logged and skipped.
+fn turn_servers(servers: &[IceServer]) -> Vec<(TurnUrl, String, String)> {
+    let mut found = Vec::new();
+    for server in servers {
+        for url in server.urls.iter().filter(|u| u.starts_with("turn")) {
+            match (url.parse::<TurnUrl>(), &server.username, &server.credential) {
+                (Ok(parsed), Some(username), Some(credential)) => {
+                    found.push((parsed, username.clone(), credential.clone()));
+                }
+                (Ok(_), _, _) => tracing::warn!(url, "TURN server without credentials; skipped"),
+                (Err(e), _, _) => tracing::warn!("{e}; skipped"),
+            }
+        }
+    }
+    found
+}
+
+/// Starts connecting to every TURN server the SFU named.
+async fn start_relays(
+    options: &MediaOptions,
+    events: &mpsc::Sender<NetEvent>,
+    notices: &mpsc::Sender<MediaNotice>,
+) -> Vec<RelaySlot> {
+    let servers = turn_servers(&options.ice_servers);
+    if options.ice_policy == IcePolicy::Relay && servers.is_empty() {
+        let _ = notices
+            .send(MediaNotice::Line(serde_json::json!({
+                "type": "cli_media_error",
+                "error": "the relay policy needs a TURN server, and the server offered none",
+            })))
+            .await;
+    }
+    servers
+        .into_iter()
+        .enumerate()
+        .map(|(index, (url, username, password))| RelaySlot {
+            task: transport::connect_turn(
+                index,
+                url.clone(),
+                options.network.clone(),
+                events.clone(),
+            ),
+            url,
+            username,
+            password,
+            writer: None,
+            relay: None,
+            connect_ms: None,
+            allocating_since: None,
+        })
+        .collect()
+}
+
 struct Engine {
     stun: StunDiscovery,
+    relays: Vec<RelaySlot>,
+    ice_tcp: HashMap<SocketAddr, IceTcp>,
+    net_events: mpsc::Sender<NetEvent>,
+    /// The path last reported in a `cli_path` line.
+    reported_path: Option<String>,
     options: MediaOptions,
     call: CallSession,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
@@ -262,7 +360,11 @@ pub async fn run(
     mut commands: mpsc::Receiver<MediaCommand>,
     notices: mpsc::Sender<MediaNotice>,
 ) -> Result<CallReport, String> {
-    let sockets = bind_sockets()?;
+    // Under the relay policy no host socket is needed: nothing is sent from one.
+    let sockets = match options.ice_policy {
+        IcePolicy::All => bind_sockets()?,
+        IcePolicy::Relay => Vec::new(),
+    };
     let locals: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     let (datagram_tx, mut datagrams) = mpsc::channel(1024);
     let readers = spawn_readers(&sockets, &datagram_tx);
@@ -275,12 +377,21 @@ pub async fn run(
     }
     let stun = StunDiscovery::new(
         &locals,
-        &resolve_stun(&options.stun_urls).await,
+        &resolve_stun(&options.ice_servers).await,
         Instant::now(),
     );
+    let mut call = CallSession::new(participant_id.clone(), options.ice_policy, Instant::now());
+    call.add_host_candidates(&locals);
+    call.add_tcp_candidates(&local_ips());
+    let (net_tx, mut net_events) = mpsc::channel::<NetEvent>(1024);
+    let relays = start_relays(&options, &net_tx, &notices).await;
     let mut engine = Engine {
         stun,
-        call: CallSession::new(participant_id.clone(), &locals, Instant::now()),
+        relays,
+        ice_tcp: HashMap::new(),
+        net_events: net_tx,
+        reported_path: None,
+        call,
         options,
         sockets,
         publisher,
@@ -294,6 +405,12 @@ pub async fn run(
         engine.send_stun_requests();
         let timeout = [engine.call.poll_timeout(), engine.stun.poll_timeout()]
             .into_iter()
+            .chain(
+                engine
+                    .relays
+                    .iter()
+                    .map(|r| r.relay.as_ref().and_then(TurnRelay::poll_timeout)),
+            )
             .flatten()
             .min();
         tokio::select! {
@@ -302,6 +419,12 @@ pub async fn run(
                 // Take whatever else already arrived before handling outputs.
                 while let Ok(datagram) = datagrams.try_recv() {
                     engine.receive_datagram(&datagram).await;
+                }
+            }
+            Some(event) = net_events.recv() => {
+                engine.handle_net(event).await;
+                while let Ok(event) = net_events.try_recv() {
+                    engine.handle_net(event).await;
                 }
             }
             Some(unit) = encoded.recv() => engine.write(unit),
@@ -316,12 +439,23 @@ pub async fn run(
                 }
                 Some(MediaCommand::Stop) | None => break,
             },
-            () = sleep_until(timeout) => engine.call.handle_timeout(Instant::now()),
+            () = sleep_until(timeout) => {
+                let now = Instant::now();
+                engine.call.handle_timeout(now);
+                for slot in &mut engine.relays {
+                    if let Some(relay) = &mut slot.relay {
+                        relay.handle_timeout(now);
+                    }
+                }
+            }
         }
         engine.drain().await;
     }
     for reader in readers {
         reader.abort();
+    }
+    for slot in &engine.relays {
+        slot.task.abort();
     }
     let report = engine.report(participant_id);
     tokio::task::spawn_blocking(move || engine.publisher.stop())
@@ -348,8 +482,181 @@ impl Engine {
             }
             return;
         }
-        self.call
-            .handle_datagram(datagram.source, datagram.local, &datagram.data, now);
+        self.call.handle_datagram(
+            Protocol::Udp,
+            datagram.source,
+            datagram.local,
+            &datagram.data,
+            now,
+        );
+    }
+
+    async fn handle_net(&mut self, event: NetEvent) {
+        let now = Instant::now();
+        match event {
+            NetEvent::TcpFrame { remote, data } => {
+                if let Some(connection) = self.ice_tcp.get(&remote) {
+                    let local = connection.local;
+                    self.call
+                        .handle_datagram(Protocol::Tcp, remote, local, &data, now);
+                }
+            }
+            NetEvent::TcpClosed { remote, reason } => {
+                tracing::debug!(%remote, reason, "ICE-TCP connection closed");
+                self.ice_tcp.remove(&remote);
+            }
+            NetEvent::TurnConnected {
+                index,
+                local,
+                server,
+                writer,
+                took,
+            } => {
+                let Some(slot) = self.relays.get_mut(index) else {
+                    return;
+                };
+                slot.connect_ms = Some(took.as_secs_f64() * 1000.0);
+                slot.allocating_since = Some(now);
+                slot.writer = Some(writer);
+                slot.relay = Some(TurnRelay::new(
+                    slot.url.transport,
+                    local,
+                    server,
+                    &slot.username,
+                    &slot.password,
+                    now,
+                ));
+            }
+            NetEvent::TurnData { index, data } => {
+                if let Some(relay) = self.relays.get_mut(index).and_then(|s| s.relay.as_mut()) {
+                    relay.handle_server_data(&data, now);
+                }
+            }
+            NetEvent::TurnClosed { index, reason } => {
+                let Some(slot) = self.relays.get_mut(index) else {
+                    return;
+                };
+                match &mut slot.relay {
+                    Some(relay) => relay.transport_failed(&reason),
+                    None => {
+                        let url = slot.url.to_string();
+                        self.relay_failed(&url, &reason).await;
+                    }
+                }
+            }
+        }
+        self.pump_relays().await;
+    }
+
+    /// Moves what the relays produced: bytes to their servers, relayed
+    /// packets into the call, new relayed candidates to the SFU.
+    /// Returns true when it fed the call something (whose outputs then need draining).
+    async fn pump_relays(&mut self) -> bool {
+        let now = Instant::now();
+        let mut fed_call = false;
+        for index in 0..self.relays.len() {
+            loop {
+                let slot = &mut self.relays[index];
+                let Some(event) = slot.relay.as_mut().and_then(TurnRelay::poll_event) else {
+                    break;
+                };
+                match event {
+                    RelayEvent::ToServer(bytes) => {
+                        if let Some(writer) = &slot.writer {
+                            writer.send(bytes);
+                        }
+                    }
+                    RelayEvent::FromPeer { peer, data } => {
+                        if let Some(relayed) = slot.relay.as_ref().and_then(TurnRelay::relayed) {
+                            fed_call = true;
+                            self.call
+                                .handle_datagram(Protocol::Udp, peer, relayed, &data, now);
+                        }
+                    }
+                    RelayEvent::Allocated { relayed } => {
+                        let transport = slot.url.transport.name();
+                        let Some(local) = slot.relay.as_ref().map(TurnRelay::local) else {
+                            continue;
+                        };
+                        fed_call = true;
+                        let url = slot.url.to_string();
+                        let allocate_ms = slot
+                            .allocating_since
+                            .map(|t| now.duration_since(t).as_secs_f64() * 1000.0);
+                        let connect_ms = slot.connect_ms;
+                        tracing::info!(%url, %relayed, "TURN allocation made");
+                        if let Some(candidate) =
+                            self.call.add_relayed_candidate(relayed, local, transport)
+                        {
+                            self.send(ClientMessage::IceCandidate(parley_proto::IceCandidate {
+                                candidate,
+                                sdp_mid: None,
+                                sdp_m_line_index: None,
+                            }))
+                            .await;
+                        }
+                        let ms = self.since_join_ms();
+                        self.line(serde_json::json!({
+                            "type": "cli_turn_allocated",
+                            "url": url,
+                            "transport": transport,
+                            "relayed": relayed.to_string(),
+                            "connect_ms": connect_ms,
+                            "allocate_ms": allocate_ms,
+                            "ms_since_join": ms,
+                        }))
+                        .await;
+                    }
+                    RelayEvent::Failed(reason) => {
+                        let url = slot.url.to_string();
+                        self.relay_failed(&url, &reason).await;
+                    }
+                }
+            }
+        }
+        fed_call
+    }
+
+    async fn relay_failed(&mut self, url: &str, reason: &str) {
+        tracing::warn!(url, reason, "TURN relay unusable");
+        self.line(serde_json::json!({"type": "cli_turn_error", "url": url, "error": reason}))
+            .await;
+    }
+
+    /// Sends one transmit of the call on the path its source names.
+    fn transmit(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: Vec<u8>,
+    ) {
+        match proto {
+            Protocol::Tcp => {
+                let events = self.net_events.clone();
+                let connection = self.ice_tcp.entry(destination).or_insert_with(|| IceTcp {
+                    writer: transport::connect_ice_tcp(destination, events),
+                    local: source,
+                });
+                let _ = connection.writer.try_send(data);
+            }
+            _ if self.call.is_relayed(source) => {
+                let now = Instant::now();
+                if let Some(relay) = self
+                    .relays
+                    .iter_mut()
+                    .filter_map(|s| s.relay.as_mut())
+                    .find(|r| r.relayed() == Some(source))
+                {
+                    relay.send(destination, &data, now);
+                }
+            }
+            _ => {
+                if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == source) {
+                    let _ = socket.try_send_to(&data, destination);
+                }
+            }
+        }
     }
 
     fn send_stun_requests(&mut self) {
@@ -449,17 +756,38 @@ impl Engine {
     }
 
     async fn drain(&mut self) {
+        loop {
+            self.drain_call().await;
+            if !self.pump_relays().await {
+                break;
+            }
+        }
+        if let Some(path) = self.call.connection.path()
+            && self.reported_path.as_ref() != Some(&path)
+        {
+            let connection = self.call.connection.clone();
+            self.reported_path = Some(path.clone());
+            self.line(serde_json::json!({
+                "type": "cli_path",
+                "path": path,
+                "candidate": connection.local_candidate,
+                "transport": connection.transport,
+                "local": connection.local_address,
+                "remote": connection.remote_address,
+            }))
+            .await;
+        }
+    }
+
+    async fn drain_call(&mut self) {
         while let Some(output) = self.call.poll_output() {
             match output {
                 CallOutput::Transmit {
+                    proto,
                     source,
                     destination,
                     data,
-                } => {
-                    if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == source) {
-                        let _ = socket.try_send_to(&data, destination);
-                    }
-                }
+                } => self.transmit(proto, source, destination, data),
                 CallOutput::Frame {
                     track,
                     rtp_time,

@@ -7,3 +7,5 @@ pub mod engine;
 pub mod publisher;
 pub mod receiver;
 pub mod stun;
+pub mod transport;
+pub mod turn;

@@ -14,8 +14,10 @@ mod room;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use str0m::net::Protocol;
 
 use parley_proto::validate::{self, Invalid};
 use parley_proto::{
@@ -74,8 +76,10 @@ pub enum Output {
     /// Close the connection after everything queued for it has been sent.
     /// `reason` is what the `bye` before it said (it picks the close code).
     Close { conn: ConnId, reason: ByeReason },
-    /// Send one datagram from the media port.
+    /// Send one datagram from the media port (over TCP: one RFC 4571 frame
+    /// on the connection from `destination`).
     Transmit {
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: Vec<u8>,
@@ -218,16 +222,17 @@ impl Sfu {
         self.media.as_ref().map_or(0, MediaPlane::peer_count)
     }
 
-    /// One datagram arrived on the media port.
+    /// One datagram arrived on the media port (over TCP: one RFC 4571 frame).
     pub fn handle_datagram(
         &mut self,
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
         now: Instant,
     ) {
         if let Some(media) = &mut self.media {
-            media.handle_datagram(source, destination, data, now);
+            media.handle_datagram(proto, source, destination, data, now);
         }
     }
 
@@ -237,10 +242,12 @@ impl Sfu {
         while let Some(output) = self.media.as_mut().and_then(MediaPlane::poll_output) {
             match output {
                 MediaOutput::Transmit {
+                    proto,
                     source,
                     destination,
                     data,
                 } => self.outputs.push_back(Output::Transmit {
+                    proto,
                     source,
                     destination,
                     data,

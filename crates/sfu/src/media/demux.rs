@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
+use str0m::net::Protocol;
 use stun_types::attribute::Username;
 use stun_types::message::Message;
 
@@ -59,9 +60,9 @@ pub enum Route<P> {
 /// See the module docs. `P` identifies a peer (its connection id).
 #[derive(Debug)]
 pub struct Demux<P> {
-    by_address: HashMap<SocketAddr, P>,
+    by_address: HashMap<(Protocol, SocketAddr), P>,
     by_ufrag: HashMap<String, P>,
-    addresses: HashMap<P, Vec<SocketAddr>>,
+    addresses: HashMap<P, Vec<(Protocol, SocketAddr)>>,
     dropped: HashMap<Dropped, u64>,
 }
 
@@ -96,15 +97,17 @@ impl<P: Copy + Eq + Hash> Demux<P> {
         self.dropped.get(&reason).copied().unwrap_or(0)
     }
 
-    pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Route<P> {
-        let route = self.decide(from, datagram);
+    /// Over TCP, `from` is the connection's remote address, so one peer's
+    /// UDP and TCP paths never share an entry.
+    pub fn route(&mut self, proto: Protocol, from: SocketAddr, datagram: &[u8]) -> Route<P> {
+        let route = self.decide((proto, from), datagram);
         if let Route::Drop(reason) = route {
             *self.dropped.entry(reason).or_default() += 1;
         }
         route
     }
 
-    fn decide(&mut self, from: SocketAddr, datagram: &[u8]) -> Route<P> {
+    fn decide(&mut self, from: (Protocol, SocketAddr), datagram: &[u8]) -> Route<P> {
         let kind = classify(datagram);
         if kind == Kind::Unknown {
             return Route::Drop(Dropped::NotMedia);
@@ -183,21 +186,24 @@ mod tests {
         demux.add_peer("sfuA", 1u64);
         demux.add_peer("sfuB", 2u64);
         assert_eq!(
-            demux.route(addr(5000), &RTP),
+            demux.route(Protocol::Udp, addr(5000), &RTP),
             Route::Drop(Dropped::UnknownSource)
         );
         assert_eq!(
-            demux.route(addr(5000), &binding_request("sfuB:cli")),
+            demux.route(Protocol::Udp, addr(5000), &binding_request("sfuB:cli")),
             Route::Peer(2)
         );
-        assert_eq!(demux.route(addr(5000), &RTP), Route::Peer(2));
-        assert_eq!(demux.route(addr(5000), &[22, 254, 253, 0]), Route::Peer(2));
+        assert_eq!(demux.route(Protocol::Udp, addr(5000), &RTP), Route::Peer(2));
         assert_eq!(
-            demux.route(addr(6000), &binding_request("sfuA:x")),
+            demux.route(Protocol::Udp, addr(5000), &[22, 254, 253, 0]),
+            Route::Peer(2)
+        );
+        assert_eq!(
+            demux.route(Protocol::Udp, addr(6000), &binding_request("sfuA:x")),
             Route::Peer(1)
         );
         assert_eq!(
-            demux.route(addr(7000), &binding_request("nobody:x")),
+            demux.route(Protocol::Udp, addr(7000), &binding_request("nobody:x")),
             Route::Drop(Dropped::UnknownSource)
         );
         assert_eq!(demux.dropped(Dropped::UnknownSource), 2);
@@ -207,32 +213,32 @@ mod tests {
     fn garbage_is_dropped_and_counted_even_from_known_addresses() {
         let mut demux = Demux::default();
         demux.add_peer("sfuA", 1u64);
-        demux.route(addr(5000), &binding_request("sfuA:cli"));
+        demux.route(Protocol::Udp, addr(5000), &binding_request("sfuA:cli"));
         assert_eq!(
-            demux.route(addr(5000), &[64, 1, 2, 3]),
+            demux.route(Protocol::Udp, addr(5000), &[64, 1, 2, 3]),
             Route::Drop(Dropped::NotMedia)
         );
         let mut truncated = binding_request("sfuA:cli");
         truncated.truncate(10);
         assert_eq!(
-            demux.route(addr(5001), &truncated),
+            demux.route(Protocol::Udp, addr(5001), &truncated),
             Route::Drop(Dropped::BadStun)
         );
         let no_username = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
         assert_eq!(
-            demux.route(addr(5001), &no_username),
+            demux.route(Protocol::Udp, addr(5001), &no_username),
             Route::Drop(Dropped::BadStun)
         );
         assert_eq!(
-            demux.route(addr(5001), &binding_request("no-colon")),
+            demux.route(Protocol::Udp, addr(5001), &binding_request("no-colon")),
             Route::Drop(Dropped::BadStun)
         );
         for len in 0..40 {
             let noise: Vec<u8> = (0..len).map(|i| (i * 37 + 3) as u8).collect();
-            let _ = demux.route(addr(9999), &noise);
+            let _ = demux.route(Protocol::Udp, addr(9999), &noise);
         }
         assert_eq!(
-            demux.route(addr(5000), &RTP),
+            demux.route(Protocol::Udp, addr(5000), &RTP),
             Route::Peer(1),
             "the call goes on"
         );
@@ -244,22 +250,41 @@ mod tests {
         demux.add_peer("sfuA", 1u64);
         for port in 0..MAX_ADDRESSES_PER_PEER as u16 {
             assert_eq!(
-                demux.route(addr(port), &binding_request("sfuA:c")),
+                demux.route(Protocol::Udp, addr(port), &binding_request("sfuA:c")),
                 Route::Peer(1)
             );
         }
         assert_eq!(
-            demux.route(addr(100), &binding_request("sfuA:c")),
+            demux.route(Protocol::Udp, addr(100), &binding_request("sfuA:c")),
             Route::Drop(Dropped::TooManyAddresses)
         );
         demux.remove_peer(1);
         assert_eq!(
-            demux.route(addr(0), &RTP),
+            demux.route(Protocol::Udp, addr(0), &RTP),
             Route::Drop(Dropped::UnknownSource)
         );
         assert_eq!(
-            demux.route(addr(0), &binding_request("sfuA:c")),
+            demux.route(Protocol::Udp, addr(0), &binding_request("sfuA:c")),
             Route::Drop(Dropped::UnknownSource)
         );
+    }
+
+    #[test]
+    fn a_tcp_connection_is_bound_apart_from_udp_on_the_same_address() {
+        let mut demux = Demux::default();
+        demux.add_peer("sfuA", 1u64);
+        demux.add_peer("sfuB", 2u64);
+        demux.route(Protocol::Udp, addr(5000), &binding_request("sfuA:c"));
+        assert_eq!(
+            demux.route(Protocol::Tcp, addr(5000), &RTP),
+            Route::Drop(Dropped::UnknownSource),
+            "a UDP binding does not admit TCP from the same address"
+        );
+        assert_eq!(
+            demux.route(Protocol::Tcp, addr(5000), &binding_request("sfuB:c")),
+            Route::Peer(2)
+        );
+        assert_eq!(demux.route(Protocol::Udp, addr(5000), &RTP), Route::Peer(1));
+        assert_eq!(demux.route(Protocol::Tcp, addr(5000), &RTP), Route::Peer(2));
     }
 }

@@ -18,7 +18,7 @@ use parley_proto::{
 use parley_proto::{codecs, limits};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::KeyframeRequestKind;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
@@ -51,6 +51,8 @@ pub struct MediaConfig {
     /// Host candidates handed to every peer (the UDP socket's addresses as
     /// clients should reach them).
     pub candidates: Vec<SocketAddr>,
+    /// Passive ICE-TCP candidates (RFC 6544), for clients that cannot use UDP.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// A peer that has not connected this long after its first offer is dropped.
     pub connect_timeout: Duration,
     /// Egress bandwidth assumed towards a new peer before TWCC has measured it.
@@ -61,6 +63,7 @@ impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
             connect_timeout: Duration::from_secs(15),
             initial_estimate_bps: 2_500_000,
         }
@@ -71,6 +74,7 @@ impl Default for MediaConfig {
 #[derive(Debug)]
 pub enum MediaOutput {
     Transmit {
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: Vec<u8>,
@@ -205,6 +209,19 @@ impl MediaPlane {
                     rtc.add_local_candidate(candidate);
                 }
                 Err(e) => tracing::warn!(%address, "unusable media address: {e}"),
+            }
+        }
+        for address in &self.config.tcp_candidates {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*address)
+                .tcptype(TcpType::Passive)
+                .build();
+            match candidate {
+                Ok(candidate) => {
+                    rtc.add_local_candidate(candidate);
+                }
+                Err(e) => tracing::warn!(%address, "unusable ICE-TCP address: {e}"),
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
@@ -478,16 +495,17 @@ impl MediaPlane {
         Ok(())
     }
 
-    /// One datagram from the media port.
+    /// One datagram from the media port (over TCP: one RFC 4571 frame).
     pub fn handle_datagram(
         &mut self,
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
         now: Instant,
     ) {
         self.now = self.now.max(now);
-        let id = match self.demux.route(source, data) {
+        let id = match self.demux.route(proto, source, data) {
             Route::Peer(id) => id,
             Route::Drop(reason) => {
                 self.count_drop(match reason {
@@ -502,7 +520,7 @@ impl MediaPlane {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
             self.count_drop("rejected");
             return;
         };
@@ -596,6 +614,7 @@ impl MediaPlane {
         let failure = loop {
             match guarded(|| peer.rtc.poll_output()) {
                 Ok(Output::Transmit(t)) => self.outputs.push_back(MediaOutput::Transmit {
+                    proto: t.proto,
                     source: t.source,
                     destination: t.destination,
                     data: t.contents.into(),

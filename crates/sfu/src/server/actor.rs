@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{Utf8Bytes, close_code};
 use parley_proto::ByeReason;
+use str0m::net::Protocol;
 use tokio::sync::{mpsc, oneshot};
 
 use super::media::MediaSockets;
@@ -55,6 +56,7 @@ pub enum Outbound {
 /// can send them, and a flood must not delay or block signaling.
 #[derive(Debug)]
 pub struct Datagram {
+    pub proto: Protocol,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub data: Vec<u8>,
@@ -81,7 +83,13 @@ pub async fn run(
             },
             Some(datagram) = datagrams.recv() => {
                 let now = Instant::now();
-                sfu.handle_datagram(datagram.source, datagram.destination, &datagram.data, now);
+                sfu.handle_datagram(
+                    datagram.proto,
+                    datagram.source,
+                    datagram.destination,
+                    &datagram.data,
+                    now,
+                );
                 // Under a steady stream of datagrams the timer branch may not
                 // get its turn: run what is due here.
                 if sfu.poll_timeout().is_some_and(|at| at <= now) {
@@ -131,10 +139,11 @@ fn route(
 ) {
     match output {
         Output::Transmit {
+            proto,
             source,
             destination,
             data,
-        } => media.send(source, destination, &data),
+        } => media.send(proto, source, destination, &data),
         Output::Send { to, msg } => {
             let frame = match serde_json::to_string(&msg) {
                 Ok(json) => Utf8Bytes::from(json),

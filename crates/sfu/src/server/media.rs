@@ -1,17 +1,20 @@
 //! The media port's driver: binds one UDP socket per served address (all on
-//! the same port), hands every datagram to the core's task, and sends what
-//! the core transmits. No media logic lives here.
+//! the same port) and, for ICE-TCP, a TCP listener beside each; hands every
+//! datagram to the core's task, and sends what the core transmits. No media
+//! logic lives here.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::UdpSocket;
+use str0m::net::Protocol;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::actor::Datagram;
+use super::ice_tcp::{self, TcpConnections};
 use crate::config::MediaSettings;
 
 /// Largest datagram read; anything bigger is not WebRTC media.
@@ -42,6 +45,15 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 #[derive(Debug, Clone, Default)]
 pub struct MediaSockets {
     by_advertised: HashMap<SocketAddr, Arc<UdpSocket>>,
+    tcp_advertised: Vec<SocketAddr>,
+    tcp: TcpConnections,
+}
+
+/// What [`bind`] made: the sockets, and the ICE-TCP listeners to start.
+#[derive(Debug)]
+pub struct BoundMedia {
+    pub sockets: MediaSockets,
+    tcp_listeners: Vec<(SocketAddr, TcpListener)>,
 }
 
 impl MediaSockets {
@@ -53,9 +65,20 @@ impl MediaSockets {
         addrs
     }
 
+    /// The passive ICE-TCP candidates every session offers.
+    pub fn tcp_advertised(&self) -> Vec<SocketAddr> {
+        let mut addrs = self.tcp_advertised.clone();
+        addrs.sort_by_key(|a| (a.ip().is_loopback(), *a));
+        addrs
+    }
+
     /// Sends without waiting; a full socket buffer drops the datagram as the
     /// network would, and congestion control sees it as loss.
-    pub fn send(&self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    pub fn send(&self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if proto == Protocol::Tcp {
+            self.tcp.send(destination, data);
+            return;
+        }
         if let Some(socket) = self.by_advertised.get(&source)
             && let Err(err) = socket.try_send_to(data, destination)
             && err.kind() != std::io::ErrorKind::WouldBlock
@@ -79,14 +102,16 @@ fn interface_ips() -> anyhow::Result<Vec<IpAddr>> {
 }
 
 /// Binds the media port on every configured address.
-pub fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
+pub fn bind(settings: &MediaSettings) -> anyhow::Result<BoundMedia> {
     let ips = if settings.ips.is_empty() {
         interface_ips()?
     } else {
         settings.ips.clone()
     };
     let mut port = settings.udp_port;
+    let mut tcp_port = settings.tcp_port;
     let mut sockets = MediaSockets::default();
+    let mut tcp_listeners = Vec::new();
     for ip in ips {
         let socket = match bind_udp(SocketAddr::new(ip, port)) {
             Ok(socket) => socket,
@@ -102,11 +127,42 @@ pub fn bind(settings: &MediaSettings) -> anyhow::Result<MediaSockets> {
         port = local.port();
         let advertised = SocketAddr::new(settings.public_ip.unwrap_or(ip), port);
         sockets.by_advertised.insert(advertised, Arc::new(socket));
+        if let Some(wanted) = tcp_port {
+            let listener = ice_tcp::bind(SocketAddr::new(ip, wanted))
+                .with_context(|| format!("binding ICE-TCP {ip}:{wanted}"))?;
+            let bound = listener.local_addr()?.port();
+            tcp_port = Some(bound);
+            let advertised = SocketAddr::new(settings.public_ip.unwrap_or(ip), bound);
+            sockets.tcp_advertised.push(advertised);
+            tcp_listeners.push((advertised, listener));
+        }
     }
     if sockets.by_advertised.is_empty() {
         anyhow::bail!("no address to serve media on");
     }
-    Ok(sockets)
+    Ok(BoundMedia {
+        sockets,
+        tcp_listeners,
+    })
+}
+
+/// Starts accepting ICE-TCP connections.
+pub fn spawn_tcp_listeners(
+    bound: &mut BoundMedia,
+    datagrams: &mpsc::Sender<Datagram>,
+) -> Vec<JoinHandle<()>> {
+    bound
+        .tcp_listeners
+        .drain(..)
+        .map(|(advertised, listener)| {
+            ice_tcp::spawn_listener(
+                advertised,
+                listener,
+                bound.sockets.tcp.clone(),
+                datagrams.clone(),
+            )
+        })
+        .collect()
 }
 
 /// One task per socket, reading datagrams into the core's event queue.
@@ -132,6 +188,7 @@ pub fn spawn_readers(
                         }
                     };
                     let datagram = Datagram {
+                        proto: Protocol::Udp,
                         source,
                         destination: advertised,
                         data: buf[..len].to_vec(),

@@ -5,6 +5,7 @@
 mod actor;
 mod connection;
 mod http;
+mod ice_tcp;
 mod media;
 mod tls;
 
@@ -49,6 +50,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
     media_addrs: Vec<SocketAddr>,
+    media_tcp_addrs: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -67,23 +69,32 @@ impl Server {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let sockets = match &settings.media {
+        let mut bound = match &settings.media {
             Some(media) => {
-                let sockets = media::bind(media)?;
+                let bound = media::bind(media)?;
                 settings.core.media = Some(MediaConfig {
-                    candidates: sockets.advertised(),
+                    candidates: bound.sockets.advertised(),
+                    tcp_candidates: bound.sockets.tcp_advertised(),
                     connect_timeout: media.connect_timeout,
                     ..MediaConfig::default()
                 });
-                sockets
+                Some(bound)
             }
-            None => media::MediaSockets::default(),
+            None => None,
         };
+        let sockets = bound
+            .as_ref()
+            .map(|b| b.sockets.clone())
+            .unwrap_or_default();
         let media_addrs = sockets.advertised();
+        let media_tcp_addrs = sockets.tcp_advertised();
         let sfu = Sfu::new(settings.core, metrics, now, unix_ms, rand::random());
         let (events_tx, events_rx) = mpsc::channel(actor::EVENT_QUEUE);
         let (datagrams_tx, datagrams_rx) = mpsc::channel(actor::DATAGRAM_QUEUE);
-        let readers = media::spawn_readers(&sockets, &datagrams_tx);
+        let mut readers = media::spawn_readers(&sockets, &datagrams_tx);
+        if let Some(bound) = &mut bound {
+            readers.extend(media::spawn_tcp_listeners(bound, &datagrams_tx));
+        }
         drop(datagrams_tx);
         let actor = tokio::spawn(actor::run(sfu, events_rx, datagrams_rx, sockets));
         let (alive_tx, alive_rx) = mpsc::channel(1);
@@ -109,7 +120,13 @@ impl Server {
             stop,
             task,
             media_addrs,
+            media_tcp_addrs,
         })
+    }
+
+    /// The ICE-TCP addresses as clients are told them; empty without ICE-TCP.
+    pub fn media_tcp_addrs(&self) -> &[SocketAddr] {
+        &self.media_tcp_addrs
     }
 
     /// The media port's addresses as clients are told them; empty without media.
