@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod netlab;
+
 /// How long any single expected event may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -67,12 +69,29 @@ impl SfuProcess {
     /// --media-ip 127.0.0.1 <extra>`
     /// and waits for its ready line.
     pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--log-level", "info"];
+        args.extend(["--media-port", "0", "--media-tcp-port", "0"]);
+        args.extend(["--media-ip", "127.0.0.1"]);
+        args.extend(extra);
+        Self::start_in(None, &args).await
+    }
+
+    /// Starts `parley-sfu <args>` exactly as given, inside network namespace
+    /// `netns` when one is named, and waits for its ready line.
+    pub async fn start_in(netns: Option<&str>, args: &[&str]) -> anyhow::Result<Self> {
         let stderr_log = tempfile::NamedTempFile::new()?;
-        let mut child = Command::new(bin("parley-sfu"))
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
-            .args(["--media-port", "0", "--media-tcp-port", "0"])
-            .args(["--media-ip", "127.0.0.1"])
-            .args(extra)
+        let mut child = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(bin("parley-sfu"));
+                command
+            }
+            None => Command::new(bin("parley-sfu")),
+        };
+        let mut child = child
+            .args(args)
             .env_remove("PARLEY_AUTH_SECRET")
             .env_remove("PARLEY_SFU_CONFIG")
             .stdout(Stdio::piped())

@@ -35,6 +35,11 @@ const BUILD_PACKAGES: &[&str] = &[
     "libasound2-dev",
 ];
 
+/// Debian packages the tests start for real: network namespaces and a
+/// firewall for the client host (iproute2, nftables), a TURN server
+/// (coturn) and an HTTP proxy (tinyproxy).
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "coturn", "tinyproxy"];
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -121,6 +126,7 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     let started = Instant::now();
     ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(TEST_PACKAGES)?;
     system::ensure_cargo_component("fmt", "rustfmt")?;
     system::ensure_cargo_component("clippy", "clippy")?;
     println!("xtask: building in {}", target_dir().display());

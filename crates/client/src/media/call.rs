@@ -15,6 +15,8 @@ use str0m::net::{Receive, TcpType};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+/// RFC 8445's type preference for relayed candidates (str0m's for UDP relays).
+const RELAY_TYPE_PREFERENCE: u32 = 2;
 /// The port active ICE-TCP candidates carry (RFC 6544 §4.5: the discard port).
 const ACTIVE_TCP_PORT: u16 = 9;
 
@@ -291,7 +293,28 @@ impl CallSession {
         local: SocketAddr,
         transport: &'static str,
     ) -> Option<String> {
-        let candidate = Candidate::relayed(relayed, local, "udp").ok()?;
+        // str0m ranks every relayed UDP candidate alike; like libwebrtc we
+        // prefer the cheapest way to the TURN server: UDP, then TCP, then TLS.
+        let local_preference: u32 = match transport {
+            "udp" => 3,
+            "tcp" => 2,
+            _ => 1,
+        };
+        let priority = (RELAY_TYPE_PREFERENCE << 24) | (local_preference << 8) | 255;
+        let unspecified = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        let candidate = Candidate::from_parts(
+            format!("relay{transport}{}", local.port()),
+            1,
+            Protocol::Udp,
+            priority,
+            relayed,
+            str0m::CandidateKind::Relayed,
+            // The related address would reveal this machine's address, which
+            // the relay policy exists to hide.
+            Some(unspecified),
+            None,
+            None,
+        );
         let sdp = candidate.to_sdp_string();
         self.rtc.add_local_candidate(candidate)?;
         self.local_candidates

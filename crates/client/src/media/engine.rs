@@ -135,6 +135,21 @@ struct Datagram {
     data: Vec<u8>,
 }
 
+/// One address per family for active ICE-TCP candidates: every one of them
+/// would reach the SFU over the same connection, so more only add pairs.
+/// A routable address is preferred, so the path reads as the real one.
+fn ice_tcp_ips(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let pick = |v4: bool| {
+        let family = ips.iter().filter(move |ip| ip.is_ipv4() == v4);
+        family
+            .clone()
+            .find(|ip| !ip.is_loopback())
+            .or_else(|| family.clone().next())
+            .copied()
+    };
+    [pick(true), pick(false)].into_iter().flatten().collect()
+}
+
 /// Every address of every interface that is up, except link-local ones.
 fn local_ips() -> Vec<IpAddr> {
     if_addrs::get_if_addrs()
@@ -382,7 +397,7 @@ pub async fn run(
     );
     let mut call = CallSession::new(participant_id.clone(), options.ice_policy, Instant::now());
     call.add_host_candidates(&locals);
-    call.add_tcp_candidates(&local_ips());
+    call.add_tcp_candidates(&ice_tcp_ips(&local_ips()));
     let (net_tx, mut net_events) = mpsc::channel::<NetEvent>(1024);
     let relays = start_relays(&options, &net_tx, &notices).await;
     let mut engine = Engine {
@@ -439,15 +454,7 @@ pub async fn run(
                 }
                 Some(MediaCommand::Stop) | None => break,
             },
-            () = sleep_until(timeout) => {
-                let now = Instant::now();
-                engine.call.handle_timeout(now);
-                for slot in &mut engine.relays {
-                    if let Some(relay) = &mut slot.relay {
-                        relay.handle_timeout(now);
-                    }
-                }
-            }
+            () = sleep_until(timeout) => engine.handle_timeouts(Instant::now()),
         }
         engine.drain().await;
     }
@@ -489,6 +496,15 @@ impl Engine {
             &datagram.data,
             now,
         );
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        self.call.handle_timeout(now);
+        for slot in &mut self.relays {
+            if let Some(relay) = &mut slot.relay {
+                relay.handle_timeout(now);
+            }
+        }
     }
 
     async fn handle_net(&mut self, event: NetEvent) {

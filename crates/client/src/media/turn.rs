@@ -246,7 +246,10 @@ impl TurnRelay {
                 while let Some(buffer) = self.stream.as_mut() {
                     match next_frame_len(buffer) {
                         Ok(Some(len)) => {
-                            let message: Vec<u8> = buffer.drain(..len).collect();
+                            let mut message: Vec<u8> = buffer.drain(..len).collect();
+                            // The TURN client's own stream buffer does not
+                            // expect ChannelData padding: hand it the message alone.
+                            message.truncate(unpadded_len(&message));
                             self.receive_message(message, now);
                         }
                         Ok(None) if buffer.len() > MAX_STREAM_BUFFER => {
@@ -357,12 +360,20 @@ impl TurnRelay {
             tracing::debug!(%peer, "TURN channel not bound: {e}");
         }
         match self.client.send_to(TransportType::Udp, peer, data, at) {
-            Ok(Some(transmit)) => self
-                .events
-                .push_back(RelayEvent::ToServer(transmit.build().data)),
+            Ok(Some(transmit)) => self.queue_for_server(transmit.build().data),
             Ok(None) => {}
             Err(e) => tracing::debug!(%peer, "not relayed: {e}"),
         }
+    }
+
+    /// Queues one message for the server; over a stream, `ChannelData` is
+    /// padded to a multiple of 4 bytes (RFC 8656 §12.5), which the TURN
+    /// client does not do itself and servers rely on to find the next message.
+    fn queue_for_server(&mut self, mut bytes: Vec<u8>) {
+        if self.stream.is_some() && bytes.first().is_some_and(|b| b >> 6 == 1) {
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+        self.events.push_back(RelayEvent::ToServer(bytes));
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -421,8 +432,8 @@ impl TurnRelay {
             let mut progressed = false;
             while let Some(transmit) = self.client.poll_transmit(at) {
                 progressed = true;
-                self.events
-                    .push_back(RelayEvent::ToServer(transmit.data.as_ref().to_vec()));
+                let bytes = transmit.data.as_ref().to_vec();
+                self.queue_for_server(bytes);
             }
             while let Some(event) = self.client.poll_event() {
                 progressed = true;
@@ -437,7 +448,7 @@ impl TurnRelay {
         }
         match self.client.poll(at) {
             TurnPollRet::WaitUntil(wake) => {
-                self.next_wakeup = Some(self.turn_to_std(wake).max(now))
+                self.next_wakeup = Some(self.turn_to_std(wake).max(now));
             }
             TurnPollRet::Closed => {
                 let reason = self.last_error.take().map_or_else(
@@ -499,6 +510,15 @@ fn next_frame_len(buffer: &[u8]) -> Result<Option<usize>, &'static str> {
     Ok((buffer.len() >= len).then_some(len))
 }
 
+/// A framed message without `ChannelData` padding.
+fn unpadded_len(message: &[u8]) -> usize {
+    if message.len() >= 4 && message[0] >> 6 == 1 {
+        4 + usize::from(u16::from_be_bytes([message[2], message[3]]))
+    } else {
+        message.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +568,12 @@ mod tests {
         let channel = [0x40, 0x00, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0];
         assert_eq!(next_frame_len(&channel), Ok(Some(12)));
         assert_eq!(next_frame_len(&channel[..11]), Ok(None));
+        assert_eq!(
+            unpadded_len(&channel),
+            9,
+            "padding is cut before the TURN client sees it"
+        );
+        assert_eq!(unpadded_len(&stream[..28]), 28);
         assert!(next_frame_len(&[0x80, 0, 0, 0]).is_err());
         assert_eq!(next_frame_len(&[0, 1]), Ok(None));
     }
