@@ -320,3 +320,101 @@ async fn an_unreachable_turn_server_is_reported_and_the_call_still_connects() {
 fn the_lab_tools_are_installed() {
     netlab::require_tools().expect("cargo xtask test installs coturn, nftables and tinyproxy");
 }
+
+/// Runs `parley-cli doctor --json` on the client host; returns its checks by name.
+async fn doctor(
+    lab: &Lab,
+) -> (
+    std::collections::HashMap<String, Value>,
+    std::process::ExitStatus,
+) {
+    let output = lab
+        .net
+        .command(&lab.net.client_ns, &bin("parley-cli"))
+        .args(["doctor", &Lab::signaling_url(), "--json", "--timeout", "3s"])
+        .args(["--ca-file", &lab.ca()])
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .await
+        .expect("parley-cli doctor runs");
+    let checks: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor JSON: {e}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    println!("{}", serde_json::to_string_pretty(&checks).unwrap());
+    let by_name = checks
+        .into_iter()
+        .map(|c| (c["name"].as_str().unwrap().to_owned(), c))
+        .collect();
+    (by_name, output.status)
+}
+
+fn assert_check(checks: &std::collections::HashMap<String, Value>, name: &str, ok: bool) {
+    let check = checks
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} check in {checks:#?}"));
+    assert_eq!(check["ok"], ok, "{name}: {check:#}");
+    if ok {
+        assert!(check["ms"].as_f64().unwrap() > 0.0, "{check:#}");
+    } else {
+        assert!(
+            !check["detail"].as_str().unwrap().is_empty(),
+            "a failure says why: {check:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_doctor_finds_every_path_on_an_open_network() {
+    let lab = Lab::standard().await;
+    Firewall::Open.apply(&lab.net);
+    let (checks, status) = doctor(&lab).await;
+    for name in [
+        "signaling",
+        "udp",
+        "ice-tcp",
+        "turn/udp",
+        "turn/tcp",
+        "turn/tls",
+    ] {
+        assert_check(&checks, name, true);
+    }
+    assert!(
+        checks["udp"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("host/udp")
+    );
+    assert!(
+        checks["ice-tcp"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("host/tcp")
+    );
+    assert!(
+        checks["turn/tls"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("relay/tls")
+    );
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_doctor_finds_only_turn_over_tls_behind_tcp_443() {
+    let lab = Lab::standard().await;
+    Firewall::Only443.apply(&lab.net);
+    let (checks, status) = doctor(&lab).await;
+    assert_check(&checks, "signaling", true);
+    for name in ["udp", "ice-tcp", "turn/udp", "turn/tcp"] {
+        assert_check(&checks, name, false);
+    }
+    assert_check(&checks, "turn/tls", true);
+    assert!(
+        status.success(),
+        "one media path works, so the doctor exits 0"
+    );
+}

@@ -18,6 +18,7 @@
 //! // then drain poll_transmit() and poll_event() again.
 //! ```
 
+pub mod doctor;
 pub mod driver;
 pub mod media;
 pub mod net;

@@ -3,11 +3,13 @@
 // Doc comments on the clap types below are `--help` text, not rustdoc.
 #![allow(clippy::doc_markdown)]
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use parley_client::doctor::{Check, DoctorOptions, diagnose};
 use parley_client::driver::{self, Command, DriverError, DriverEvent, DriverOptions};
 use parley_client::media;
 use parley_client::media::call::IcePolicy;
@@ -51,6 +53,33 @@ enum CliCommand {
     /// Join a room, print every event as a JSON line on stdout, and send each
     /// line read from stdin as a chat message.
     Join(JoinArgs),
+    /// Check every way to the SFU (signaling, UDP, ICE-TCP, TURN over UDP,
+    /// TCP and TLS) and print what works, with times and reasons. Exits 0
+    /// when signaling and at least one media path work, 3 otherwise.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// Signaling URL, e.g. wss://sfu.example.com/ws.
+    url: String,
+    /// Access token (required unless the server runs in open mode).
+    #[arg(long, env = "PARLEY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Room to join for the checks (a token's room takes precedence).
+    #[arg(long, default_value = "parley-doctor")]
+    room: String,
+    /// How long each path may take to connect.
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print the checks as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Log filter for stderr, e.g. info or parley_client=debug.
+    #[arg(long, env = "RUST_LOG", default_value = "error")]
+    log_level: String,
 }
 
 #[derive(Debug, Args)]
@@ -138,8 +167,11 @@ fn parse_ice_policy(s: &str) -> Result<IcePolicy, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let CliCommand::Join(args) = cli.command;
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&args.log_level) {
+    let log_level = match &cli.command {
+        CliCommand::Join(args) => &args.log_level,
+        CliCommand::Doctor(args) => &args.log_level,
+    };
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_new(log_level) {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
@@ -157,7 +189,69 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    ExitCode::from(runtime.block_on(join(args)))
+    ExitCode::from(match cli.command {
+        CliCommand::Join(args) => runtime.block_on(join(args)),
+        CliCommand::Doctor(args) => runtime.block_on(doctor(args)),
+    })
+}
+
+async fn doctor(args: DoctorArgs) -> u8 {
+    let network = match args.network.options() {
+        Ok(network) => network,
+        Err(error) => {
+            eprintln!("parley-cli: {error}");
+            return exit::USAGE;
+        }
+    };
+    let options = DoctorOptions {
+        url: args.url,
+        token: args.token,
+        room: args.room,
+        network,
+        timeout: args.timeout,
+    };
+    let checks = diagnose(&options).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).unwrap_or_default()
+        );
+    } else {
+        print!("{}", doctor_table(&checks));
+    }
+    let signaling = checks.iter().any(|c| c.name == "signaling" && c.ok);
+    let media = checks.iter().any(|c| c.name != "signaling" && c.ok);
+    if signaling && media {
+        exit::OK
+    } else {
+        exit::CONNECTION
+    }
+}
+
+/// The doctor's checks as an aligned table.
+fn doctor_table(checks: &[Check]) -> String {
+    let target_width = checks
+        .iter()
+        .map(|c| c.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut table = format!(
+        "{:<10} {:<target_width$} {:<6} {:>8}  {}\n",
+        "check", "target", "result", "time", "detail"
+    );
+    for check in checks {
+        let time = check
+            .ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
+        let result = if check.ok { "ok" } else { "FAIL" };
+        let _ = writeln!(
+            table,
+            "{:<10} {:<target_width$} {result:<6} {time:>8}  {}",
+            check.name, check.target, check.detail
+        );
+    }
+    table
 }
 
 async fn join(args: JoinArgs) -> u8 {
@@ -182,6 +276,7 @@ async fn join(args: JoinArgs) -> u8 {
         ice_servers: Vec::new(),
         ice_policy: args.ice_policy,
         network: network.clone(),
+        only: None,
     });
     if let Err(invalid) = params.validate() {
         eprintln!("parley-cli: {invalid}");

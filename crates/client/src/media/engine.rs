@@ -29,7 +29,7 @@ use super::publisher::{Encoded, EncoderControl, FakePublisher};
 use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
 use super::stun::{StunDiscovery, stun_host_port};
 use super::transport::{self, NetEvent, TurnWriter};
-use super::turn::{RelayEvent, TurnRelay, TurnUrl};
+use super::turn::{RelayEvent, TurnRelay, TurnTransport, TurnUrl};
 use crate::net::NetworkOptions;
 
 /// Track ids of what `--fake-media` publishes.
@@ -55,6 +55,19 @@ pub struct MediaOptions {
     pub ice_policy: IcePolicy,
     /// Proxy and TLS settings for TURN over TCP and TLS.
     pub network: NetworkOptions,
+    /// Use one kind of path only (the connectivity doctor tests them one by one).
+    pub only: Option<PathCheck>,
+}
+
+/// One kind of path to the SFU, tried on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathCheck {
+    /// UDP host and server-reflexive candidates.
+    Udp,
+    /// ICE-TCP to the SFU's passive candidates.
+    IceTcp,
+    /// A TURN relay reached over this transport.
+    Turn(TurnTransport),
 }
 
 /// From the application to the call.
@@ -319,7 +332,12 @@ async fn start_relays(
     events: &mpsc::Sender<NetEvent>,
     notices: &mpsc::Sender<MediaNotice>,
 ) -> Vec<RelaySlot> {
-    let servers = turn_servers(&options.ice_servers);
+    let mut servers = turn_servers(&options.ice_servers);
+    match options.only {
+        Some(PathCheck::Turn(transport)) => servers.retain(|(url, ..)| url.transport == transport),
+        Some(_) => servers.clear(),
+        None => {}
+    }
     if options.ice_policy == IcePolicy::Relay && servers.is_empty() {
         let _ = notices
             .send(MediaNotice::Line(serde_json::json!({
@@ -376,9 +394,10 @@ pub async fn run(
     notices: mpsc::Sender<MediaNotice>,
 ) -> Result<CallReport, String> {
     // Under the relay policy no host socket is needed: nothing is sent from one.
+    let only = options.only;
     let sockets = match options.ice_policy {
-        IcePolicy::All => bind_sockets()?,
-        IcePolicy::Relay => Vec::new(),
+        IcePolicy::All if only.is_none_or(|o| o == PathCheck::Udp) => bind_sockets()?,
+        _ => Vec::new(),
     };
     let locals: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     let (datagram_tx, mut datagrams) = mpsc::channel(1024);
@@ -397,7 +416,9 @@ pub async fn run(
     );
     let mut call = CallSession::new(participant_id.clone(), options.ice_policy, Instant::now());
     call.add_host_candidates(&locals);
-    call.add_tcp_candidates(&ice_tcp_ips(&local_ips()));
+    if only.is_none_or(|o| o == PathCheck::IceTcp) {
+        call.add_tcp_candidates(&ice_tcp_ips(&local_ips()));
+    }
     let (net_tx, mut net_events) = mpsc::channel::<NetEvent>(1024);
     let relays = start_relays(&options, &net_tx, &notices).await;
     let mut engine = Engine {
