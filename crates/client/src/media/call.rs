@@ -627,3 +627,57 @@ impl CallSession {
 fn self_receives(receiving: &HashMap<Mid, RemoteTrack>, track: &RemoteTrack) -> bool {
     receiving.values().any(|t| t == track)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_relay_policy_keeps_only_relayed_candidates() {
+        let now = Instant::now();
+        let mut call = CallSession::new("me".into(), IcePolicy::Relay, now);
+        call.add_host_candidates(&[addr("192.0.2.10:5000")]);
+        call.add_tcp_candidates(&["192.0.2.10".parse().unwrap()]);
+        assert_eq!(
+            call.add_reflexive_candidate(addr("198.51.100.1:6000"), addr("192.0.2.10:5000")),
+            None
+        );
+        assert!(
+            call.local_candidates.is_empty(),
+            "{:?}",
+            call.local_candidates
+        );
+        let sdp = call
+            .add_relayed_candidate(addr("203.0.113.5:50000"), addr("192.0.2.10:40000"), "tls")
+            .expect("a relayed candidate is kept");
+        assert!(sdp.contains("typ relay"), "{sdp}");
+        assert!(!sdp.contains("192.0.2.10"), "no local address leaks: {sdp}");
+        assert!(call.is_relayed(addr("203.0.113.5:50000")));
+        assert!(!call.is_relayed(addr("192.0.2.10:5000")));
+    }
+
+    #[test]
+    fn relays_rank_udp_over_tcp_over_tls_and_all_below_host() {
+        let now = Instant::now();
+        let mut call = CallSession::new("me".into(), IcePolicy::All, now);
+        let priority =
+            |sdp: &str| -> u32 { sdp.split_whitespace().nth(3).unwrap().parse().unwrap() };
+        let local = addr("192.0.2.10:40000");
+        let udp = call
+            .add_relayed_candidate(addr("203.0.113.5:50000"), local, "udp")
+            .unwrap();
+        let tcp = call
+            .add_relayed_candidate(addr("203.0.113.5:50001"), local, "tcp")
+            .unwrap();
+        let tls = call
+            .add_relayed_candidate(addr("203.0.113.5:50002"), local, "tls")
+            .unwrap();
+        assert!(priority(&udp) > priority(&tcp) && priority(&tcp) > priority(&tls));
+        let host = Candidate::host(addr("192.0.2.10:5000"), "udp").unwrap();
+        assert!(host.prio() > priority(&udp));
+    }
+}
