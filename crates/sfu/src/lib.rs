@@ -24,11 +24,13 @@
 //!     match output {
 //!         Output::Send { to, msg } => { /* serialize once, queue on each connection */ }
 //!         Output::Close { conn, reason } => { /* flush that connection, then close it */ }
-//!         Output::Transmit { source, destination, data } => { /* send from the media port */ }
+//!         Output::Transmit { proto, source, destination, data } => {
+//!             /* send from the media port (UDP, or one frame on an ICE-TCP connection) */
+//!         }
 //!     }
 //! }
 //! // Datagrams from the media port go in the same way:
-//! // sfu.handle_datagram(source, destination, &bytes, now);
+//! // sfu.handle_datagram(proto, source, destination, &bytes, now);
 //! // 3. Sleep until the next deadline (or the next network event), then:
 //! if let Some(deadline) = sfu.poll_timeout() {
 //!     sfu.handle_timeout(deadline);
