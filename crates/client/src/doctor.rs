@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use parley_media::scale::Size;
-use parley_proto::{ClientMessage, Join, Joined, PROTOCOL_VERSION, ServerMessage};
+use parley_proto::{ClientMessage, Joined, ServerMessage};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -17,6 +17,7 @@ use crate::media::call::IcePolicy;
 use crate::media::engine::{self, MediaCommand, MediaNotice, MediaOptions, PathCheck};
 use crate::media::turn::TurnUrl;
 use crate::net::NetworkOptions;
+use crate::session::{JoinParams, SignalingSession};
 use crate::ws::SignalingSocket;
 
 /// What to check, and how.
@@ -130,16 +131,18 @@ async fn join(options: &DoctorOptions, media: bool) -> Result<(SignalingSocket, 
     let mut socket = SignalingSocket::connect(&options.url, &options.network)
         .await
         .map_err(|e| e.to_string())?;
-    let join = ClientMessage::Join(Join {
-        protocol: vec![PROTOCOL_VERSION],
+    // The session writes the join exactly as a call would.
+    let mut session = SignalingSession::new(JoinParams {
         room: options.room.clone(),
         name: "Connection check".into(),
         token: options.token.clone(),
         identity: None,
-        resume: None,
         media,
     });
-    socket.send(&join).await.map_err(|e| e.to_string())?;
+    session.handle_connected(Instant::now());
+    while let Some(message) = session.poll_transmit() {
+        socket.send(&message).await.map_err(|e| e.to_string())?;
+    }
     let waiting = async {
         loop {
             match socket.recv().await {

@@ -22,6 +22,7 @@
 pub mod claims;
 pub mod codecs;
 pub mod error;
+pub mod ice_tcp;
 pub mod limits;
 pub mod messages;
 pub mod parse;

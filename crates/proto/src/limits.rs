@@ -24,6 +24,10 @@ pub const MAX_TOKEN_BYTES: usize = 4 * 1024;
 /// participants (audio and video) in one session, and still inside
 /// [`MAX_MESSAGE_BYTES`] once JSON-escaped.
 pub const MAX_SDP_BYTES: usize = 56 * 1024;
+
+/// Largest packet in one ICE-TCP frame: WebRTC packets stay under the path
+/// MTU, so anything bigger is not media and closes the connection.
+pub const MAX_ICE_TCP_FRAME: usize = 2048;
 /// One trickled ICE candidate line, in bytes.
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
 /// Tracks one participant may publish at once.

@@ -217,10 +217,6 @@ impl CallSession {
         }
     }
 
-    pub fn policy(&self) -> IcePolicy {
-        self.policy
-    }
-
     /// Offers our UDP sockets' addresses as host candidates (not under the
     /// relay policy).
     pub fn add_host_candidates(&mut self, local: &[SocketAddr]) {
@@ -322,9 +318,10 @@ impl CallSession {
         Some(sdp)
     }
 
-    /// True when str0m sends from `source` over a relay: the driver hands
-    /// such transmits to the TURN client that owns the allocation.
-    pub fn is_relayed(&self, source: SocketAddr) -> bool {
+    /// True when `source` is one of our relayed candidates (the driver finds
+    /// the relay by its address directly; the tests check the bookkeeping).
+    #[cfg(test)]
+    fn is_relayed(&self, source: SocketAddr) -> bool {
         self.local_candidates
             .iter()
             .any(|(a, _, k)| *a == source && matches!(k, CandidateKind::Relay(_)))

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use parley_media::clock::unix_micros;
 use parley_media::scale::Size;
 use parley_media::simulcast::{RIDS, default_layers};
+use parley_proto::ice_tcp;
 use parley_proto::{
     ClientMessage, IceServer, ServerMessage, SubscriptionPreference, TrackInfo, TrackKind,
     TrackSource, VideoLayer,
@@ -666,31 +667,30 @@ impl Engine {
         proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
-        data: Vec<u8>,
+        data: &[u8],
     ) {
         match proto {
             Protocol::Tcp => {
-                let events = self.net_events.clone();
                 let connection = self.ice_tcp.entry(destination).or_insert_with(|| IceTcp {
-                    writer: transport::connect_ice_tcp(destination, events),
+                    writer: transport::connect_ice_tcp(destination, self.net_events.clone()),
                     local: source,
                 });
-                let _ = connection.writer.try_send(data);
+                if let Some(frame) = ice_tcp::frame(data) {
+                    let _ = connection.writer.try_send(frame);
+                }
             }
-            _ if self.call.is_relayed(source) => {
-                let now = Instant::now();
+            _ => {
+                // A relayed source is one of (at most a few) allocations;
+                // anything else leaves from the host socket it names.
                 if let Some(relay) = self
                     .relays
                     .iter_mut()
                     .filter_map(|s| s.relay.as_mut())
                     .find(|r| r.relayed() == Some(source))
                 {
-                    relay.send(destination, &data, now);
-                }
-            }
-            _ => {
-                if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == source) {
-                    let _ = socket.try_send_to(&data, destination);
+                    relay.send(destination, data, Instant::now());
+                } else if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == source) {
+                    let _ = socket.try_send_to(data, destination);
                 }
             }
         }
@@ -824,7 +824,7 @@ impl Engine {
                     source,
                     destination,
                     data,
-                } => self.transmit(proto, source, destination, data),
+                } => self.transmit(proto, source, destination, &data),
                 CallOutput::Frame {
                     track,
                     rtp_time,

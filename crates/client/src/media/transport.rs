@@ -14,14 +14,14 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use parley_proto::ice_tcp;
+
 use super::turn::{TurnTransport, TurnUrl};
 use crate::net::NetworkOptions;
 
 /// Frames queued for one connection; more are dropped as a full socket
 /// buffer drops datagrams.
 const WRITE_QUEUE: usize = 1024;
-/// Largest ICE-TCP frame accepted from the SFU.
-const MAX_FRAME: usize = 2048;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// What the network tasks report to the engine.
@@ -77,13 +77,29 @@ impl TurnWriter {
     }
 }
 
-/// Opens an ICE-TCP connection to `remote` in the background; frames queued
-/// on the returned sender are written once it is up.
+/// Writes everything queued to `writer`, in order, until the queue closes
+/// or a write fails.
+fn spawn_writer<W>(mut writer: W, mut queue: mpsc::Receiver<Vec<u8>>) -> tokio::task::JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(bytes) = queue.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Opens an ICE-TCP connection to `remote` in the background; frames
+/// (already carrying their RFC 4571 length) queued on the returned sender
+/// are written once it is up.
 pub fn connect_ice_tcp(
     remote: SocketAddr,
     events: mpsc::Sender<NetEvent>,
 ) -> mpsc::Sender<Vec<u8>> {
-    let (queue, mut frames) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let (queue, frames) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     tokio::spawn(async move {
         let connected =
             tokio::time::timeout(crate::net::CONNECT_TIMEOUT, TcpStream::connect(remote)).await;
@@ -101,29 +117,16 @@ pub fn connect_ice_tcp(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let writing = tokio::spawn(async move {
-            while let Some(frame) = frames.recv().await {
-                let Ok(len) = u16::try_from(frame.len()) else {
-                    continue;
-                };
-                let mut framed = Vec::with_capacity(frame.len() + 2);
-                framed.extend_from_slice(&len.to_be_bytes());
-                framed.extend_from_slice(&frame);
-                if writer.write_all(&framed).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (mut reader, writer) = stream.into_split();
+        let writing = spawn_writer(writer, frames);
         let reason = loop {
             let mut header = [0u8; 2];
             if let Err(err) = reader.read_exact(&mut header).await {
                 break format!("closed: {err}");
             }
-            let len = usize::from(u16::from_be_bytes(header));
-            if len == 0 || len > MAX_FRAME {
-                break format!("frame of {len} bytes out of bounds");
-            }
+            let Some(len) = ice_tcp::frame_len(header) else {
+                break "a frame length out of bounds".to_owned();
+            };
             let mut data = vec![0u8; len];
             if let Err(err) = reader.read_exact(&mut data).await {
                 break format!("closed mid-frame: {err}");
@@ -271,15 +274,9 @@ async fn run_split<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let (queue, mut outgoing) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-    let writing = tokio::spawn(async move {
-        while let Some(bytes) = outgoing.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (queue, outgoing) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let writing = spawn_writer(writer, outgoing);
     let connected = NetEvent::TurnConnected {
         index,
         local,

@@ -323,24 +323,18 @@ impl TurnRelay {
         }
         let at = self.at(now);
         if self.client.have_permission(TransportType::Udp, peer.ip()) {
-            self.send_now(peer, data, at);
-        } else {
-            let queue = self.pending.entry(peer.ip()).or_default();
-            if queue.len() < PENDING_PER_PEER {
-                queue.push_back((peer, data.to_vec()));
+            // The common case, once per packet: the TURN client has nothing
+            // new to say unless a channel was just asked for.
+            if self.send_now(peer, data, at) {
+                self.pump(now);
             }
-            self.ask_permission(peer.ip(), now);
-        }
-        self.pump(now);
-    }
-
-    /// Installs a permission for `peer` ahead of the first packet (the
-    /// SFU's candidates are known from its offer).
-    pub fn permit(&mut self, peer: IpAddr, now: Instant) {
-        if self.failed || self.relayed.is_none() {
             return;
         }
-        self.ask_permission(peer, now);
+        let queue = self.pending.entry(peer.ip()).or_default();
+        if queue.len() < PENDING_PER_PEER {
+            queue.push_back((peer, data.to_vec()));
+        }
+        self.ask_permission(peer.ip(), now);
         self.pump(now);
     }
 
@@ -353,10 +347,15 @@ impl TurnRelay {
         }
     }
 
-    fn send_now(&mut self, peer: SocketAddr, data: &[u8], at: turn_client_proto::stun::Instant) {
-        if self.channels_asked.insert(peer)
-            && let Err(e) = self.client.bind_channel(TransportType::Udp, peer, at)
-        {
+    /// Returns true when it asked for a channel (whose request then needs sending).
+    fn send_now(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+        at: turn_client_proto::stun::Instant,
+    ) -> bool {
+        let asked_channel = self.channels_asked.insert(peer);
+        if asked_channel && let Err(e) = self.client.bind_channel(TransportType::Udp, peer, at) {
             tracing::debug!(%peer, "TURN channel not bound: {e}");
         }
         match self.client.send_to(TransportType::Udp, peer, data, at) {
@@ -364,6 +363,7 @@ impl TurnRelay {
             Ok(None) => {}
             Err(e) => tracing::debug!(%peer, "not relayed: {e}"),
         }
+        asked_channel
     }
 
     /// Queues one message for the server; over a stream, `ChannelData` is
@@ -381,11 +381,7 @@ impl TurnRelay {
             return;
         }
         if self.relayed.is_none() && self.allocate_by.is_some_and(|t| t <= now) {
-            let why = self.last_error.take().map_or_else(
-                || format!("no answer within {}s", ALLOCATE_TIMEOUT.as_secs()),
-                |e| format!("refused: {e}"),
-            );
-            self.fail(format!("allocation failed: {why}"));
+            self.fail_allocation(&format!("no answer within {}s", ALLOCATE_TIMEOUT.as_secs()));
             return;
         }
         self.pump(now);
@@ -413,6 +409,16 @@ impl TurnRelay {
 
     pub fn poll_event(&mut self) -> Option<RelayEvent> {
         self.events.pop_front()
+    }
+
+    /// The allocation failed: with the server's error when it sent one,
+    /// else `otherwise`.
+    fn fail_allocation(&mut self, otherwise: &str) {
+        let why = self
+            .last_error
+            .take()
+            .map_or_else(|| otherwise.to_owned(), |e| format!("refused: {e}"));
+        self.fail(format!("allocation failed: {why}"));
     }
 
     fn fail(&mut self, reason: String) {
@@ -470,15 +476,12 @@ impl TurnRelay {
                 self.events.push_back(RelayEvent::Allocated { relayed });
             }
             TurnEvent::AllocationCreateFailed(_) if self.relayed.is_none() => {
-                let why = self.last_error.take().map_or_else(
-                    || "no usable answer".to_owned(),
-                    |e| format!("refused: {e}"),
-                );
-                self.fail(format!("allocation failed: {why}"));
+                self.fail_allocation("no usable answer");
             }
             TurnEvent::PermissionCreated(_, peer) => {
                 for (to, data) in self.pending.remove(&peer).unwrap_or_default() {
-                    self.send_now(to, &data, at);
+                    // Called from `pump`, whose loop sends any channel request.
+                    let _ = self.send_now(to, &data, at);
                 }
             }
             TurnEvent::PermissionCreateFailed(_, peer) => {

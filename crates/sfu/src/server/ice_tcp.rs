@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use parley_proto::ice_tcp;
+use parley_proto::limits::MAX_ICE_TCP_FRAME;
 use str0m::net::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,9 +21,6 @@ use super::actor::Datagram;
 
 /// Open ICE-TCP connections at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Largest frame accepted: WebRTC packets stay under the path MTU, so
-/// anything bigger is not ours and the connection is closed.
-pub const MAX_FRAME: usize = 2048;
 /// A connection must send its first frame (a STUN binding request) this soon.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// ICE consent checks arrive every few seconds; this long without a frame
@@ -42,14 +41,10 @@ impl TcpConnections {
     /// Queues one frame for the connection from `destination`; dropped when
     /// there is no such connection or its queue is full.
     pub fn send(&self, destination: SocketAddr, data: &[u8]) {
-        let Ok(len) = u16::try_from(data.len()) else {
-            return;
-        };
         let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(writer) = writers.get(&destination) {
-            let mut frame = Vec::with_capacity(2 + data.len());
-            frame.extend_from_slice(&len.to_be_bytes());
-            frame.extend_from_slice(data);
+        if let Some(writer) = writers.get(&destination)
+            && let Some(frame) = ice_tcp::frame(data)
+        {
             let _ = writer.try_send(frame);
         }
     }
@@ -138,7 +133,7 @@ async fn serve(
         }
     });
     let mut first = true;
-    let mut buf = vec![0u8; MAX_FRAME];
+    let mut buf = vec![0u8; MAX_ICE_TCP_FRAME];
     loop {
         let wait = if first {
             FIRST_FRAME_TIMEOUT
@@ -182,10 +177,7 @@ async fn read_frame(
         .read_exact(&mut header)
         .await
         .map_err(|_| "closed by the peer")?;
-    let len = usize::from(u16::from_be_bytes(header));
-    if len == 0 || len > buf.len() {
-        return Err("frame length out of bounds");
-    }
+    let len = ice_tcp::frame_len(header).ok_or("frame length out of bounds")?;
     reader
         .read_exact(&mut buf[..len])
         .await
