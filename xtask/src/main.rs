@@ -3,6 +3,7 @@
 //!
 //! Dependency-free on purpose: it must compile before anything is installed.
 
+mod native;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ usage: cargo xtask <command>
 commands:
   run [--listen ADDR]   build and start Parley (today: the SFU, open mode, on 127.0.0.1:7880)
   test                  install what is missing, then fmt --check, clippy -D warnings, all tests
+  env                   set up the native parts; print the exports that let plain `cargo build` find the native parts
 
 environment:
   CARGO_TARGET_DIR      where to build (default: ~/.cache/parley/target, shared by all checkouts)";
@@ -24,7 +26,9 @@ environment:
 /// Debian packages the build needs: a C toolchain for crates with C parts
 /// (ring, openh264), pkg-config to find system libraries, nasm for openh264's
 /// assembly, cmake to build the bundled libopus, libclang for the V4L2
-/// (camera) bindings, and ALSA headers for audio devices.
+/// (camera) and audio-processing bindings, ALSA headers for audio devices,
+/// and what builds WebRTC's audio processing (ninja, curl for abseil's
+/// sources, python3-venv for meson; see `native.rs`).
 const BUILD_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -33,6 +37,9 @@ const BUILD_PACKAGES: &[&str] = &[
     "cmake",
     "libclang-dev",
     "libasound2-dev",
+    "ninja-build",
+    "curl",
+    "python3-venv",
 ];
 
 /// Debian packages the tests start for real: network namespaces and a
@@ -45,6 +52,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("env") => ensure_packages(BUILD_PACKAGES)
+            .and_then(|()| native::ensure())
+            .map(|()| println!("{}", native::shell_exports())),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -83,6 +93,7 @@ fn cargo(args: &[&str]) -> Command {
         .args(args)
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir());
+    native::apply(&mut command);
     command
 }
 
@@ -96,6 +107,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
     }
     ensure_packages(BUILD_PACKAGES)?;
+    native::ensure()?;
     Step::new("build").run(cargo(&["build", "--workspace", "--bins"]))?;
     let bin_dir = target_dir().join("debug");
     let cli = bin_dir.join("parley-cli");
@@ -127,6 +139,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
+    native::ensure()?;
     system::ensure_cargo_component("fmt", "rustfmt")?;
     system::ensure_cargo_component("clippy", "clippy")?;
     println!("xtask: building in {}", target_dir().display());

@@ -1,6 +1,7 @@
 //! Parley's media engine: frames, capture (camera, microphone, synthetic
 //! sources), simulcast scaling, H.264 and Opus codecs. No networking.
 
+pub mod apm;
 pub mod audio_device;
 pub mod camera;
 pub mod capture;
