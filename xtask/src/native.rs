@@ -52,7 +52,10 @@ pub fn apply(command: &mut Command) {
     if let Ok(joined) = std::env::join_paths(paths) {
         command.env("PATH", joined);
     }
-    command.env("PKG_CONFIG_PATH", abseil_prefix().join("lib").join("pkgconfig"));
+    command.env(
+        "PKG_CONFIG_PATH",
+        abseil_prefix().join("lib").join("pkgconfig"),
+    );
 }
 
 /// `export` lines for a shell, so plain `cargo build` works too.
@@ -95,7 +98,12 @@ fn ensure_python_tools() -> Result<(), String> {
 
 fn ensure_abseil() -> Result<(), String> {
     let prefix = abseil_prefix();
-    if prefix.join("lib").join("pkgconfig").join("absl_base.pc").exists() {
+    if prefix
+        .join("lib")
+        .join("pkgconfig")
+        .join("absl_base.pc")
+        .exists()
+    {
         return Ok(());
     }
     let work = root().join("abseil-build");

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod device;
 pub mod frame;
 pub mod h264;
+pub mod jitter_buffer;
 pub mod opus_codec;
 pub mod quality;
 pub mod resample;
