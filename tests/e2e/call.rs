@@ -131,7 +131,7 @@ fn assert_received_well(stats: &Value, from: &str) {
     );
     let audio = &remote(stats, from, "microphone")["audio"];
     assert!(
-        audio["frames_decoded"].as_u64().unwrap() >= 50,
+        audio["playout"]["frames_played"].as_u64().unwrap() >= 50,
         "audio from {from}: {audio:#}"
     );
     assert_eq!(audio["decode_errors"], 0, "{audio:#}");

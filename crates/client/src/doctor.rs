@@ -6,6 +6,9 @@
 //! room only once. `parley-cli doctor` prints the result as a table; the
 //! desktop app's "Test my connection" shows the same [`Check`]s.
 
+use parley_media::apm::ApmSettings;
+
+use crate::media::audio::AudioOptions;
 use std::time::{Duration, Instant};
 
 use parley_media::scale::Size;
@@ -180,6 +183,12 @@ async fn check_path(options: &DoctorOptions, path: PathCheck) -> Result<(f64, St
         ice_policy: IcePolicy::All,
         network: options.network.clone(),
         only: Some(path),
+        // Only the connection is checked: no processing, nothing played.
+        audio: AudioOptions {
+            processing: ApmSettings::OFF,
+            ..AudioOptions::default()
+        },
+        simulated_loss: 0.0,
     };
     let call = tokio::spawn(engine::run(
         media,

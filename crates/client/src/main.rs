@@ -12,10 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use parley_client::doctor::{Check, DoctorOptions, diagnose};
 use parley_client::driver::{self, Command, DriverError, DriverEvent, DriverOptions};
 use parley_client::media;
+use parley_client::media::audio::{AudioInput, AudioOptions, AudioOutput, DeviceChoice};
 use parley_client::media::call::IcePolicy;
 use parley_client::media::engine::{CallReport, MediaCommand, MediaNotice, MediaOptions};
 use parley_client::net::NetworkOptions;
 use parley_client::session::{EndReason, JoinParams, SessionEvent, SignalingSession};
+use parley_media::apm::ApmSettings;
 use parley_media::scale::Size;
 use parley_proto::ServerMessage;
 use tokio::io::AsyncBufReadExt;
@@ -57,6 +59,8 @@ enum CliCommand {
     /// TCP and TLS) and print what works, with times and reasons. Exits 0
     /// when signaling and at least one media path work, 3 otherwise.
     Doctor(DoctorArgs),
+    /// List the microphones and speakers present, one JSON line each.
+    Devices,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +129,8 @@ struct JoinArgs {
     #[arg(long, requires = "fake_media")]
     stats_json: Option<std::path::PathBuf>,
     #[command(flatten)]
+    audio: AudioArgs,
+    #[command(flatten)]
     network: NetworkArgs,
     /// Which ICE candidates to use: all, or relay (TURN only).
     #[arg(long, default_value = "all", value_parser = parse_ice_policy)]
@@ -132,6 +138,82 @@ struct JoinArgs {
     /// Log filter for stderr, e.g. info or parley_client=debug.
     #[arg(long, env = "RUST_LOG", default_value = "warn")]
     log_level: String,
+}
+
+/// Microphone, speaker and audio processing (with `--fake-media`).
+#[derive(Debug, Args)]
+struct AudioArgs {
+    /// Capture from this microphone (id or name; see `parley-cli devices`)
+    /// instead of synthetic speech.
+    #[arg(long, requires = "fake_media")]
+    microphone: Option<String>,
+    /// Play remote audio through this speaker (id or name). Default: mix
+    /// and pace it without playing it.
+    #[arg(long, requires = "fake_media")]
+    speaker: Option<String>,
+    /// Join with the microphone muted (`/mute` and `/unmute` on stdin).
+    #[arg(long, requires = "fake_media")]
+    muted: bool,
+    /// Turn off echo cancellation (for headsets and measurements).
+    #[arg(long, requires = "fake_media")]
+    no_echo_cancellation: bool,
+    #[arg(long, requires = "fake_media")]
+    no_noise_suppression: bool,
+    #[arg(long, requires = "fake_media")]
+    no_gain_control: bool,
+    #[arg(long, requires = "fake_media")]
+    no_high_pass: bool,
+    /// Record what is played (the mix of everyone else) to this WAV file.
+    #[arg(long, requires = "fake_media")]
+    record_playout: Option<std::path::PathBuf>,
+    /// Record what is sent (the processed microphone) to this WAV file.
+    #[arg(long, requires = "fake_media")]
+    record_microphone: Option<std::path::PathBuf>,
+    /// Drop this percentage of incoming RTP/RTCP packets, to hear and
+    /// measure loss (0 to 50).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_loss, requires = "fake_media")]
+    simulate_loss: f64,
+}
+
+impl AudioArgs {
+    fn options(&self) -> AudioOptions {
+        let device = |name: &String| DeviceChoice {
+            id: name.clone(),
+            name: name.clone(),
+        };
+        AudioOptions {
+            input: self
+                .microphone
+                .as_ref()
+                .map_or(AudioInput::Synthetic, |m| AudioInput::Device(device(m))),
+            output: self
+                .speaker
+                .as_ref()
+                .map_or(AudioOutput::Clock, |s| AudioOutput::Device(device(s))),
+            processing: ApmSettings {
+                echo_cancellation: !self.no_echo_cancellation,
+                noise_suppression: !self.no_noise_suppression,
+                gain_control: !self.no_gain_control,
+                high_pass_filter: !self.no_high_pass,
+            },
+            muted: self.muted,
+            record_playout: self.record_playout.clone(),
+            record_microphone: self.record_microphone.clone(),
+            ..AudioOptions::default()
+        }
+    }
+}
+
+fn parse_loss(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a percentage"))?;
+    if (0.0..=50.0).contains(&percent) {
+        Ok(percent / 100.0)
+    } else {
+        Err(format!("{percent}% is outside 0 to 50"))
+    }
 }
 
 /// How to reach servers through corporate networks.
@@ -170,6 +252,7 @@ fn main() -> ExitCode {
     let log_level = match &cli.command {
         CliCommand::Join(args) => &args.log_level,
         CliCommand::Doctor(args) => &args.log_level,
+        CliCommand::Devices => "error",
     };
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_new(log_level) {
         tracing_subscriber::fmt()
@@ -192,7 +275,33 @@ fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         CliCommand::Join(args) => runtime.block_on(join(args)),
         CliCommand::Doctor(args) => runtime.block_on(doctor(args)),
+        CliCommand::Devices => devices(),
     })
+}
+
+fn devices() -> u8 {
+    use parley_media::audio_device::{list_microphones, list_speakers};
+    let mut status = 0;
+    for (kind, listed) in [
+        ("microphone", list_microphones()),
+        ("speaker", list_speakers()),
+    ] {
+        match listed {
+            Ok(devices) => {
+                for device in devices {
+                    println!(
+                        "{}",
+                        serde_json::json!({"kind": kind, "id": device.id, "name": device.name})
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!("parley-cli: cannot list {kind}s: {error}");
+                status = exit::FAILURE;
+            }
+        }
+    }
+    status
 }
 
 async fn doctor(args: DoctorArgs) -> u8 {
@@ -277,6 +386,8 @@ async fn join(args: JoinArgs) -> u8 {
         ice_policy: args.ice_policy,
         network: network.clone(),
         only: None,
+        audio: args.audio.options(),
+        simulated_loss: args.audio.simulate_loss,
     });
     if let Err(invalid) = params.validate() {
         eprintln!("parley-cli: {invalid}");
@@ -499,6 +610,15 @@ async fn read_stdin(commands: mpsc::Sender<Command>, media: mpsc::Sender<MediaCo
         if line.trim().is_empty() {
             continue;
         }
+        if let Some(command) = audio_command(line.trim()) {
+            match command {
+                Ok(command) => {
+                    let _ = media.send(command).await;
+                }
+                Err(err) => eprintln!("parley-cli: {err}"),
+            }
+            continue;
+        }
         if let Some(size) = line.trim().strip_prefix("/size ") {
             match parse_size(size.trim()) {
                 Ok((width, height)) => {
@@ -519,6 +639,33 @@ async fn read_stdin(commands: mpsc::Sender<Command>, media: mpsc::Sender<MediaCo
         }
     }
     let _ = commands.send(Command::Leave).await;
+}
+
+/// `/mute`, `/unmute`, `/speaker NAME`, `/volume PARTICIPANT 0..4`.
+fn audio_command(line: &str) -> Option<Result<MediaCommand, String>> {
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    Some(match command {
+        "/mute" => Ok(MediaCommand::SetMuted(true)),
+        "/unmute" => Ok(MediaCommand::SetMuted(false)),
+        "/speaker" if !rest.is_empty() => Ok(MediaCommand::SetSpeaker(DeviceChoice {
+            id: rest.to_owned(),
+            name: rest.to_owned(),
+        })),
+        "/volume" => {
+            let (participant, volume) = rest.rsplit_once(' ').unwrap_or((rest, ""));
+            volume
+                .parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite() && (0.0..=4.0).contains(v))
+                .map(|volume| MediaCommand::SetVolume {
+                    participant_id: participant.trim().to_owned(),
+                    volume,
+                })
+                .ok_or_else(|| "usage: /volume PARTICIPANT_ID 0..4".to_owned())
+        }
+        _ => return None,
+    })
 }
 
 async fn interrupted() {

@@ -85,6 +85,23 @@ pub fn list_speakers() -> Result<Vec<DeviceInfo>, DeviceError> {
     list(Direction::Playout)
 }
 
+/// The system's default speaker: where playout falls back to when the
+/// chosen one disappears.
+pub fn default_speaker() -> Option<DeviceInfo> {
+    cpal::default_host()
+        .default_output_device()
+        .as_ref()
+        .and_then(describe)
+}
+
+/// The system's default microphone.
+pub fn default_microphone() -> Option<DeviceInfo> {
+    cpal::default_host()
+        .default_input_device()
+        .as_ref()
+        .and_then(describe)
+}
+
 /// The device with this id (or else this name), its display name and its
 /// default stream configuration.
 fn prepare(
@@ -317,6 +334,8 @@ pub struct Speaker {
     name: String,
     _stream: cpal::Stream,
     ring: rtrb::Producer<f32>,
+    ring_len: usize,
+    device_rate: u32,
     health: Arc<Health>,
     resampler: StreamResampler,
     converted: Vec<f32>,
@@ -346,6 +365,8 @@ impl Speaker {
             name: label,
             _stream: stream,
             ring,
+            ring_len,
+            device_rate: config.sample_rate(),
             health,
             resampler: StreamResampler::new(SAMPLE_RATE, config.sample_rate()).map_err(backend)?,
             converted: Vec::with_capacity(MAX_CALLBACK),
@@ -373,6 +394,12 @@ impl Speaker {
                 .fetch_add(rest.len() as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Audio queued for the device and not yet taken by it, in µs.
+    pub fn buffered_us(&self) -> u64 {
+        let queued = self.ring_len.saturating_sub(self.ring.slots()) as u64;
+        queued * 1_000_000 / u64::from(self.device_rate.max(1))
     }
 
     /// Samples dropped because playout was already 100 ms behind.

@@ -91,7 +91,12 @@ impl RemoteAudio {
         if cut {
             // The dropped frame continued smoothly from what was played last:
             // fade from it into the frame that follows the cut.
-            for (i, (sample, old)) in out.iter_mut().zip(&self.discarded).take(CROSSFADE).enumerate() {
+            for (i, (sample, old)) in out
+                .iter_mut()
+                .zip(&self.discarded)
+                .take(CROSSFADE)
+                .enumerate()
+            {
                 let w = i as f32 / CROSSFADE as f32;
                 *sample = *sample * w + old * (1.0 - w);
             }
@@ -300,10 +305,17 @@ mod tests {
             }
         }
         assert!(peak <= CEILING + 1e-6, "peak {peak}");
-        assert!(loud > 50, "the mix carries both talkers ({loud} loud frames)");
+        assert!(
+            loud > 50,
+            "the mix carries both talkers ({loud} loud frames)"
+        );
         let stats = mixer.stats();
         assert_eq!(stats.len(), 2);
-        assert!(stats.iter().all(|s| s.jitter.frames_played > 90 && s.decode_errors == 0));
+        assert!(
+            stats
+                .iter()
+                .all(|s| s.jitter.frames_played > 90 && s.decode_errors == 0)
+        );
 
         // Muting bob leaves alice alone, at her level.
         mixer.set_volume("bob", 0.0);

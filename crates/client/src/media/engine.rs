@@ -23,10 +23,11 @@ use tokio::sync::mpsc;
 
 use str0m::net::Protocol;
 
+use super::audio::{AudioOptions, AudioShared, DeviceChoice, Playout, PlayoutCommand, WavRecorder};
 use super::call::{
     CallOutput, CallSession, ConnectionStats, IcePolicy, RemoteTrack, TrackTransportStats,
 };
-use super::publisher::{Encoded, EncoderControl, FakePublisher};
+use super::publisher::{CaptureSetup, Encoded, EncoderControl, Publisher};
 use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
 use super::stun::{StunDiscovery, stun_host_port};
 use super::transport::{self, NetEvent, TurnWriter};
@@ -58,6 +59,11 @@ pub struct MediaOptions {
     pub network: NetworkOptions,
     /// Use one kind of path only (the connectivity doctor tests them one by one).
     pub only: Option<PathCheck>,
+    /// Microphone, speaker, processing, recording.
+    pub audio: AudioOptions,
+    /// Share of incoming RTP/RTCP packets dropped on purpose (0 to 1), to
+    /// hear and measure what loss does.
+    pub simulated_loss: f64,
 }
 
 /// One kind of path to the SFU, tried on its own.
@@ -80,6 +86,15 @@ pub enum MediaCommand {
     SubscribeSize {
         width: u32,
         height: u32,
+    },
+    /// Mute or unmute the microphone (muted sends nothing).
+    SetMuted(bool),
+    /// Play through another speaker from the next frame on.
+    SetSpeaker(DeviceChoice),
+    /// Volume of one participant's audio, 0 to 4 (+12 dB).
+    SetVolume {
+        participant_id: String,
+        volume: f32,
     },
     Stop,
 }
@@ -277,7 +292,7 @@ pub fn published_tracks(options: &MediaOptions) -> [TrackInfo; 2] {
             id: MICROPHONE_TRACK.to_owned(),
             kind: TrackKind::Audio,
             source: TrackSource::Microphone,
-            muted: false,
+            muted: options.audio.muted,
             layers: Vec::new(),
         },
         TrackInfo {
@@ -378,7 +393,10 @@ struct Engine {
     options: MediaOptions,
     call: CallSession,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    publisher: FakePublisher,
+    publisher: Publisher,
+    audio: Arc<AudioShared>,
+    playout: Playout,
+    loss: LossSimulator,
     remotes: HashMap<RemoteTrack, RemoteState>,
     notices: mpsc::Sender<MediaNotice>,
     joined_at: Instant,
@@ -404,7 +422,20 @@ pub async fn run(
     let (datagram_tx, mut datagrams) = mpsc::channel(1024);
     let readers = spawn_readers(&sockets, &datagram_tx);
     let (encoded_tx, mut encoded) = mpsc::channel(64);
-    let publisher = FakePublisher::start(options.resolution, options.fps, encoded_tx)?;
+    let audio = AudioShared::new(&options.audio)?;
+    let playout = Playout::start(&options.audio, Arc::clone(&audio), notices.clone())?;
+    let capture = CaptureSetup {
+        input: options.audio.input.clone(),
+        shared: Arc::clone(&audio),
+        record: options
+            .audio
+            .record_microphone
+            .as_deref()
+            .map(WavRecorder::create)
+            .transpose()?,
+        notices: notices.clone(),
+    };
+    let publisher = Publisher::start(options.resolution, options.fps, capture, encoded_tx)?;
     for track in published_tracks(&options) {
         let _ = notices
             .send(MediaNotice::Send(ClientMessage::PublishTrack { track }))
@@ -422,6 +453,7 @@ pub async fn run(
     }
     let (net_tx, mut net_events) = mpsc::channel::<NetEvent>(1024);
     let relays = start_relays(&options, &net_tx, &notices).await;
+    let loss = LossSimulator::new(options.simulated_loss);
     let mut engine = Engine {
         stun,
         relays,
@@ -432,6 +464,9 @@ pub async fn run(
         options,
         sockets,
         publisher,
+        loss,
+        audio,
+        playout,
         remotes: HashMap::new(),
         notices,
         joined_at,
@@ -474,6 +509,13 @@ pub async fn run(
                         engine.subscribe(&track).await;
                     }
                 }
+                Some(MediaCommand::SetMuted(muted)) => engine.set_muted(muted).await,
+                Some(MediaCommand::SetSpeaker(choice)) => {
+                    engine.playout.command(PlayoutCommand::SetSpeaker(choice));
+                }
+                Some(MediaCommand::SetVolume { participant_id, volume }) => {
+                    engine.audio.mixer().set_volume(&participant_id, volume);
+                }
                 Some(MediaCommand::Stop) | None => break,
             },
             () = sleep_until(timeout) => engine.handle_timeouts(Instant::now()),
@@ -487,9 +529,12 @@ pub async fn run(
         slot.task.abort();
     }
     let report = engine.report(participant_id);
-    tokio::task::spawn_blocking(move || engine.publisher.stop())
-        .await
-        .map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || {
+        engine.publisher.stop();
+        engine.playout.stop();
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(report)
 }
 
@@ -509,6 +554,9 @@ impl Engine {
                 }))
                 .await;
             }
+            return;
+        }
+        if self.loss.drops(&datagram.data) {
             return;
         }
         self.call.handle_datagram(
@@ -780,6 +828,17 @@ impl Engine {
         .await;
     }
 
+    async fn set_muted(&mut self, muted: bool) {
+        self.audio
+            .muted
+            .store(muted, std::sync::atomic::Ordering::Relaxed);
+        self.send(ClientMessage::SetMuted {
+            track_id: MICROPHONE_TRACK.to_owned(),
+            muted,
+        })
+        .await;
+    }
+
     async fn send(&mut self, msg: ClientMessage) {
         let _ = self.notices.send(MediaNotice::Send(msg)).await;
     }
@@ -861,7 +920,7 @@ impl Engine {
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let receiver = match track.kind {
                     TrackKind::Video => VideoReceiver::new().map(|r| Receiver::Video(Box::new(r))),
-                    TrackKind::Audio => AudioReceiver::new().map(|r| Receiver::Audio(Box::new(r))),
+                    TrackKind::Audio => Ok(Receiver::Audio(Box::default())),
                 };
                 let Ok(receiver) = receiver else {
                     return;
@@ -901,7 +960,14 @@ impl Engine {
                 decoded.is_some()
             }
             Receiver::Audio(audio) => {
-                audio.handle_frame(data, rtp_time);
+                audio.handle_frame(rtp_time);
+                self.audio.mixer().push(
+                    &track_key(&track),
+                    &track.participant_id,
+                    rtp_time,
+                    data.to_vec(),
+                    unix_micros(),
+                );
                 true
             }
         };
@@ -947,6 +1013,7 @@ impl Engine {
             .collect();
         published.sort_by(|a, b| (&a.track_id, &a.rid).cmp(&(&b.track_id, &b.rid)));
         let active: Vec<&RemoteTrack> = self.call.remote_tracks().collect();
+        let playout = self.audio.mixer().stats();
         let mut remote: Vec<RemoteReport> = self
             .remotes
             .iter()
@@ -962,7 +1029,13 @@ impl Engine {
                     Receiver::Audio(_) => None,
                 },
                 audio: match &state.receiver {
-                    Receiver::Audio(a) => Some(a.report()),
+                    Receiver::Audio(a) => {
+                        let track = playout.iter().find(|p| p.key == track_key(track));
+                        Some(a.report(
+                            track.map(|t| t.jitter),
+                            track.map_or(0, |t| t.decode_errors),
+                        ))
+                    }
                     Receiver::Video(_) => None,
                 },
             })
@@ -978,6 +1051,40 @@ impl Engine {
             published,
             remote,
         }
+    }
+}
+
+/// The mixer's name for a remote track.
+fn track_key(track: &RemoteTrack) -> String {
+    format!("{}/{}", track.participant_id, track.track_id)
+}
+
+/// Drops a share of incoming RTP and RTCP (never STUN or DTLS, so the
+/// connection itself is not what suffers), spread evenly by a fixed
+/// sequence so runs are repeatable.
+#[derive(Debug)]
+struct LossSimulator {
+    share: f64,
+    state: u64,
+}
+
+impl LossSimulator {
+    fn new(share: f64) -> Self {
+        Self {
+            share: share.clamp(0.0, 1.0),
+            state: 0x853c_49e6_748f_ea9b,
+        }
+    }
+
+    fn drops(&mut self, datagram: &[u8]) -> bool {
+        // RFC 7983: 128..=191 is RTP or RTCP.
+        if self.share <= 0.0 || !datagram.first().is_some_and(|b| (128..=191).contains(b)) {
+            return false;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        ((self.state >> 11) as f64 / (1u64 << 53) as f64) < self.share
     }
 }
 

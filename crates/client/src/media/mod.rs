@@ -2,6 +2,7 @@
 //! publisher, the receivers that decode and check remote tracks, and the
 //! tokio driver that runs them together ([`engine`]).
 
+pub mod audio;
 pub mod call;
 pub mod engine;
 pub mod publisher;

@@ -1,13 +1,17 @@
-//! The synthetic publisher of `parley-cli --fake-media`: a stamped test
-//! pattern encoded as three simulcast layers, and synthetic speech encoded as
+//! What a call publishes: a stamped synthetic camera encoded as three
+//! simulcast layers, and the microphone (a real one through cpal, or
+//! synthetic speech) cleaned by the audio processing module and encoded as
 //! Opus, each on its own thread so encoding never stalls the network loop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use parley_media::audio_device::{Microphone, default_microphone};
 use parley_media::capture::{AudioSource, VideoSource};
+use parley_media::clock::unix_micros;
 use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME};
 use parley_media::h264::EncoderComplexity;
 use parley_media::opus_codec::{MAX_PACKET, OpusEncoder, OpusSettings};
@@ -15,7 +19,18 @@ use parley_media::scale::Size;
 use parley_media::simulcast::{LAYERS, SimulcastEncoder, default_layers};
 use parley_media::synthetic_audio::{Signal, SyntheticAudio};
 use parley_media::synthetic_video::SyntheticVideo;
+use parley_media::vad::VoiceDetector;
 use tokio::sync::mpsc;
+
+use super::audio::{AudioInput, AudioShared, DeviceChoice, WavRecorder};
+use super::engine::MediaNotice;
+
+/// Talking while muted for this long shows the hint.
+const MUTED_TALKING_AFTER: u32 = 25;
+/// The hint is not repeated more often than this.
+const MUTED_TALKING_REPEAT: Duration = Duration::from_secs(10);
+/// Capture delays beyond this are not plausible and not passed on.
+const MAX_CAPTURE_DELAY_MS: u64 = 500;
 
 /// One encoded unit for the network loop.
 #[derive(Debug)]
@@ -43,8 +58,17 @@ pub enum EncoderControl {
     SetActive { layer: usize, active: bool },
 }
 
+/// What the audio capture thread needs.
 #[derive(Debug)]
-pub struct FakePublisher {
+pub struct CaptureSetup {
+    pub input: AudioInput,
+    pub shared: Arc<AudioShared>,
+    pub record: Option<WavRecorder>,
+    pub notices: mpsc::Sender<MediaNotice>,
+}
+
+#[derive(Debug)]
+pub struct Publisher {
     stop: Arc<AtomicBool>,
     control: std_mpsc::Sender<EncoderControl>,
     threads: Vec<JoinHandle<()>>,
@@ -57,8 +81,13 @@ pub fn audio_level(samples: &[f32]) -> u8 {
     (-dbov).round().clamp(0.0, 127.0) as u8
 }
 
-impl FakePublisher {
-    pub fn start(size: Size, fps: u32, out: mpsc::Sender<Encoded>) -> Result<Self, String> {
+impl Publisher {
+    pub fn start(
+        size: Size,
+        fps: u32,
+        capture: CaptureSetup,
+        out: mpsc::Sender<Encoded>,
+    ) -> Result<Self, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let (control_tx, control_rx) = std_mpsc::channel();
         let pool = FramePool::new(8);
@@ -84,15 +113,9 @@ impl FakePublisher {
         let audio = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
-                .name("fake-audio".into())
+                .name("audio-capture".into())
                 .spawn(move || {
-                    let synthetic = SyntheticAudio::new(Signal::Speech, true);
-                    encode_audio(
-                        AudioSource::synthetic(synthetic),
-                        audio_encoder,
-                        &stop,
-                        &out,
-                    );
+                    AudioCapture::new(capture, audio_encoder).run(&stop, &out);
                 })
                 .map_err(|e| e.to_string())?
         };
@@ -167,38 +190,169 @@ fn encode_video(
     }
 }
 
-fn encode_audio(
-    mut source: AudioSource,
-    mut encoder: OpusEncoder,
-    stop: &AtomicBool,
-    out: &mpsc::Sender<Encoded>,
-) {
-    let mut frame = AudioFrame::silent();
-    let mut packet = vec![0u8; MAX_PACKET];
-    let mut rtp_time = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        if let Err(e) = source.next_frame(&mut frame) {
-            tracing::warn!("synthetic audio stopped: {e}");
-            return;
+fn open_microphone(choice: &DeviceChoice) -> Result<AudioSource, String> {
+    Microphone::open(&choice.id, &choice.name)
+        .map(AudioSource::Microphone)
+        .map_err(|e| e.to_string())
+}
+
+/// Microphone → audio processing → voice detection → mute → Opus.
+struct AudioCapture {
+    setup: CaptureSetup,
+    encoder: OpusEncoder,
+    vad: VoiceDetector,
+    muted: bool,
+    talking_while_muted: u32,
+    last_hint: Option<Instant>,
+}
+
+impl AudioCapture {
+    fn new(setup: CaptureSetup, encoder: OpusEncoder) -> Self {
+        Self {
+            setup,
+            encoder,
+            vad: VoiceDetector::default(),
+            muted: false,
+            talking_while_muted: 0,
+            last_hint: None,
         }
-        let time = rtp_time;
-        rtp_time += SAMPLES_PER_FRAME as u64;
-        let Ok(encoded) = encoder.encode(&frame.samples, &mut packet) else {
-            continue;
+    }
+
+    fn line(&self, value: serde_json::Value) {
+        let _ = self.setup.notices.blocking_send(MediaNotice::Line(value));
+    }
+
+    /// The configured source; a missing microphone falls back to the default one.
+    fn open_source(&self) -> Option<AudioSource> {
+        let choice = match &self.setup.input {
+            AudioInput::Synthetic => {
+                return Some(AudioSource::synthetic(SyntheticAudio::new(
+                    Signal::Speech,
+                    true,
+                )));
+            }
+            AudioInput::Device(choice) => choice.clone(),
         };
-        if encoded.silent {
-            continue;
+        match open_microphone(&choice) {
+            Ok(source) => Some(source),
+            Err(error) => self.fall_back(&format!("{}: {error}", choice.name)),
         }
-        let level = audio_level(&frame.samples);
-        let unit = Encoded::Audio {
-            rtp_time: time,
-            level,
-            voice: level < 50,
-            data: packet[..encoded.len].to_vec(),
-        };
-        if out.blocking_send(unit).is_err() {
+    }
+
+    fn fall_back(&self, reason: &str) -> Option<AudioSource> {
+        let fallback = default_microphone().ok_or_else(|| "no default microphone".to_owned());
+        match fallback.and_then(|d| {
+            open_microphone(&DeviceChoice {
+                id: d.id,
+                name: d.name.clone(),
+            })
+            .map(|s| (s, d.name))
+        }) {
+            Ok((source, name)) => {
+                self.line(serde_json::json!({
+                    "type": "cli_audio_device",
+                    "kind": "microphone",
+                    "name": name,
+                    "fallback": true,
+                    "reason": reason,
+                }));
+                Some(source)
+            }
+            Err(error) => {
+                self.line(serde_json::json!({
+                    "type": "cli_audio_device_error",
+                    "kind": "microphone",
+                    "error": format!("{reason}; {error}"),
+                }));
+                None
+            }
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool, out: &mpsc::Sender<Encoded>) {
+        let Some(mut source) = self.open_source() else {
             return;
+        };
+        let mut frame = AudioFrame::silent();
+        let mut packet = vec![0u8; MAX_PACKET];
+        let mut rtp_time = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(error) = source.next_frame(&mut frame) {
+                match self.fall_back(&error.to_string()) {
+                    Some(next) => {
+                        source = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let time = rtp_time;
+            rtp_time += SAMPLES_PER_FRAME as u64;
+            let voice = self.process(&mut frame);
+            if let Some(recorder) = &mut self.setup.record {
+                recorder.write(&frame.samples);
+            }
+            let Ok(encoded) = self.encoder.encode(&frame.samples, &mut packet) else {
+                continue;
+            };
+            // DTX: silence (and a muted microphone) is not sent at all.
+            if encoded.silent {
+                continue;
+            }
+            let unit = Encoded::Audio {
+                rtp_time: time,
+                level: audio_level(&frame.samples),
+                voice,
+                data: packet[..encoded.len].to_vec(),
+            };
+            if out.blocking_send(unit).is_err() {
+                break;
+            }
         }
+        if let Some(recorder) = self.setup.record.take() {
+            recorder.finish();
+        }
+    }
+
+    /// Cleans one frame in place; returns whether it carries voice.
+    fn process(&mut self, frame: &mut AudioFrame) -> bool {
+        let shared = &self.setup.shared;
+        // Loudspeaker to microphone: what playout still holds, plus how
+        // long ago this frame was captured.
+        let captured_ago_ms = unix_micros().saturating_sub(frame.captured_at_us) / 1000;
+        let delay = u64::from(shared.playout_delay_ms.load(Ordering::Relaxed))
+            + captured_ago_ms.min(MAX_CAPTURE_DELAY_MS);
+        if let Err(e) = shared
+            .processor
+            .process_capture(&mut frame.samples, Some(delay as u32))
+        {
+            tracing::warn!("{e}");
+        }
+        let talking = self.vad.process(&frame.samples);
+        let muted = shared.muted.load(Ordering::Relaxed);
+        if muted != self.muted {
+            self.muted = muted;
+            shared.processor.set_capture_muted(muted);
+            self.talking_while_muted = 0;
+        }
+        if !muted {
+            return talking;
+        }
+        self.talking_while_muted = if talking {
+            self.talking_while_muted + 1
+        } else {
+            0
+        };
+        if self.talking_while_muted == MUTED_TALKING_AFTER
+            && self
+                .last_hint
+                .is_none_or(|t| t.elapsed() >= MUTED_TALKING_REPEAT)
+        {
+            self.last_hint = Some(Instant::now());
+            self.line(serde_json::json!({"type": "cli_muted_talking"}));
+        }
+        frame.samples.fill(0.0);
+        false
     }
 }
 

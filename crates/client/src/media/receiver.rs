@@ -3,9 +3,9 @@
 //! capture time) drawn by the synthetic source, so order and capture→decode
 //! latency can be verified on every frame.
 
-use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME};
+use parley_media::frame::{FramePool, SAMPLES_PER_FRAME};
 use parley_media::h264::H264Decoder;
-use parley_media::opus_codec::OpusDecoder;
+use parley_media::jitter_buffer::JitterStats;
 use parley_media::stamp::read_stamp;
 use serde::Serialize;
 
@@ -53,13 +53,14 @@ pub struct VideoReport {
 }
 
 /// What one remote audio track delivered.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct AudioReport {
     pub frames_received: u64,
-    pub frames_decoded: u64,
     pub decode_errors: u64,
     /// 20 ms frames missing between received ones (loss, or DTX silence).
     pub frames_missing: u64,
+    /// The jitter buffer and playout of this track.
+    pub playout: Option<JitterStats>,
 }
 
 /// What a decoded video frame showed, for the caller's events.
@@ -202,31 +203,17 @@ fn summarize(samples_us: &[i64]) -> Option<LatencySummary> {
     })
 }
 
-#[derive(Debug)]
+/// Counts what arrives on one remote audio track; decoding and playout
+/// happen in the mixer ([`parley_media::mixer`]), on the playout clock.
+#[derive(Debug, Default)]
 pub struct AudioReceiver {
-    decoder: OpusDecoder,
-    frame: AudioFrame,
     report: AudioReport,
     last_rtp_time: Option<u64>,
 }
 
 impl AudioReceiver {
-    pub fn new() -> Result<Self, String> {
-        Ok(Self {
-            decoder: OpusDecoder::new().map_err(|e| e.to_string())?,
-            frame: AudioFrame::silent(),
-            report: AudioReport {
-                frames_received: 0,
-                frames_decoded: 0,
-                decode_errors: 0,
-                frames_missing: 0,
-            },
-            last_rtp_time: None,
-        })
-    }
-
-    /// Decodes one Opus packet with RTP time `rtp_time` (48 kHz).
-    pub fn handle_frame(&mut self, data: &[u8], rtp_time: u64) {
+    /// Notes one Opus packet with RTP time `rtp_time` (48 kHz).
+    pub fn handle_frame(&mut self, rtp_time: u64) {
         self.report.frames_received += 1;
         if let Some(last) = self.last_rtp_time
             && rtp_time > last
@@ -235,14 +222,14 @@ impl AudioReceiver {
             self.report.frames_missing += frames.saturating_sub(1);
         }
         self.last_rtp_time = Some(self.last_rtp_time.map_or(rtp_time, |l| l.max(rtp_time)));
-        match self.decoder.decode(data, &mut self.frame.samples) {
-            Ok(_) => self.report.frames_decoded += 1,
-            Err(_) => self.report.decode_errors += 1,
-        }
     }
 
-    pub fn report(&self) -> AudioReport {
-        self.report.clone()
+    pub fn report(&self, playout: Option<JitterStats>, decode_errors: u64) -> AudioReport {
+        AudioReport {
+            playout,
+            decode_errors,
+            ..self.report.clone()
+        }
     }
 }
 
