@@ -91,10 +91,20 @@ impl Participant {
     }
 
     /// Closes stdin (which leaves the room), waits for the exit and returns the stats.
-    pub(crate) async fn leave(mut self) -> Value {
+    pub(crate) async fn leave(self) -> Value {
+        self.leave_with_lines().await.0
+    }
+
+    /// Leaves, and returns the stats and every line the process printed.
+    pub(crate) async fn leave_with_lines(mut self) -> (Value, Vec<Value>) {
         drop(self.stdin.take());
         // Keep reading so the process never blocks on a full pipe.
-        let drain = async { while let Ok(Some(_)) = self.lines.next_line().await {} };
+        let mut rest = Vec::new();
+        let drain = async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                rest.extend(serde_json::from_str::<Value>(&line));
+            }
+        };
         let (status, ()) = tokio::time::timeout(CALL_PATIENCE, async {
             tokio::join!(self.child.wait(), drain)
         })
@@ -102,7 +112,11 @@ impl Participant {
         .expect("parley-cli exits after leaving");
         assert_eq!(status.unwrap().code(), Some(0));
         let text = std::fs::read_to_string(&self.stats).expect("stats file written");
-        serde_json::from_str(&text).expect("stats are JSON")
+        self.seen.extend(rest);
+        (
+            serde_json::from_str(&text).expect("stats are JSON"),
+            self.seen,
+        )
     }
 }
 

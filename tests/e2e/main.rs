@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audio;
 mod bad_input;
 mod call;
 mod chat_history;

@@ -4,14 +4,17 @@
 //!
 //! The target delay follows the measured jitter: the spread between the
 //! fastest and the 97th-percentile packet transit over the last five
-//! seconds, plus one frame, bounded to [`JitterSettings`]. Playout of a talk
+//! seconds, plus one frame, plus one more while packets are being lost (so
+//! the next packet, carrying the lost one's FEC, is already here when the
+//! gap is played), bounded to [`JitterSettings`]. Playout of a talk
 //! spurt starts when its first frame is due at the target delay (the
 //! fastest transit plus the target), so every spurt begins at the target.
 //! Within a spurt the buffer moves without audible glitches: it shrinks by
 //! dropping a frame and grows by inserting one only while the talker is
-//! quiet; mid-word it grows only when it runs dry (one frame of concealment
-//! while the late packet is awaited), and drops mid-word (with the player
-//! cross-fading) only when far too long.
+//! quiet. Mid-word it grows only on evidence that it is too short (a packet
+//! arrived after its turn: one frame of concealment is inserted), and drops
+//! (with the player cross-fading) only when far too long. A missing frame
+//! is never waited for: waiting on every loss would add 20 ms per loss.
 //! A frame that did not arrive is rebuilt from the next packet's in-band
 //! FEC when that packet is already here, and concealed (PLC) otherwise; a
 //! gap after quiet audio is the sender's DTX and is filled with comfort
@@ -34,6 +37,10 @@ const HYSTERESIS_MS: f64 = 25.0;
 const FAR_ABOVE_MS: f64 = 120.0;
 /// A packet this far from where playout is means the stream restarted.
 const RESYNC_TICKS: u64 = 2 * SAMPLE_RATE as u64;
+/// Recent loss above this share keeps a frame of FEC look-ahead.
+const LOSSY: f64 = 0.01;
+/// Growth owed to late packets is capped (a burst of them is one event).
+const MAX_GROW_PENDING: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JitterSettings {
@@ -76,11 +83,9 @@ pub struct JitterStats {
     pub frames_recovered: u64,
     pub frames_concealed: u64,
     pub frames_comfort: u64,
-    /// Times the buffer ran dry mid-speech (a frame of concealment was
-    /// inserted while the late packet was awaited).
+    /// Packets that came after their frame had been played: the buffer
+    /// ran dry for them (they are discarded, and the buffer grows a frame).
     pub underruns: u64,
-    /// Packets that came after their frame had been played (discarded).
-    pub packets_late: u64,
     /// Frames dropped (shrinking) and inserted (growing) to follow the target.
     pub frames_dropped: u64,
     pub frames_inserted: u64,
@@ -100,6 +105,10 @@ pub struct JitterBuffer {
     transits_us: VecDeque<i64>,
     smoothed_level_ms: f64,
     quiet: bool,
+    /// Frames to insert because packets came too late.
+    grow_pending: u32,
+    /// Share of recently played frames that were missing (smoothed over ~100).
+    loss_rate: f64,
     stats: JitterStats,
 }
 
@@ -113,6 +122,8 @@ impl JitterBuffer {
             transits_us: VecDeque::with_capacity(HISTORY),
             smoothed_level_ms: 0.0,
             quiet: false,
+            grow_pending: 0,
+            loss_rate: 0.0,
             stats: JitterStats {
                 target_delay_ms: settings.min_delay_ms,
                 ..JitterStats::default()
@@ -131,17 +142,19 @@ impl JitterBuffer {
         {
             self.restart();
         }
-        if let Some(next) = self.next
-            && rtp_time < next
-        {
-            self.stats.packets_late += 1;
-            return;
-        }
+        // Late ones count too: they are the jitter the target must cover.
         let transit = arrival_us as i64 - (rtp_time * 1_000_000 / u64::from(SAMPLE_RATE)) as i64;
         if self.transits_us.len() == HISTORY {
             self.transits_us.pop_front();
         }
         self.transits_us.push_back(transit);
+        if let Some(next) = self.next
+            && rtp_time < next
+        {
+            self.stats.underruns += 1;
+            self.grow_pending = (self.grow_pending + 1).min(MAX_GROW_PENDING);
+            return;
+        }
         self.highest = Some(self.highest.map_or(rtp_time, |h| h.max(rtp_time)));
         self.packets.insert(rtp_time, payload);
         while self.packets.len() > MAX_PACKETS {
@@ -175,6 +188,7 @@ impl JitterBuffer {
         self.highest = None;
         self.transits_us.clear();
         self.smoothed_level_ms = 0.0;
+        self.grow_pending = 0;
     }
 
     /// Recomputes the target delay; returns it (ms) and the fastest transit (µs).
@@ -186,8 +200,13 @@ impl JitterBuffer {
             let high = sorted[((sorted.len() - 1) as f64 * JITTER_QUANTILE).round() as usize];
             (high - fastest) as f64 / 1000.0
         });
-        let target =
-            (jitter + FRAME_MS).clamp(self.settings.min_delay_ms, self.settings.max_delay_ms);
+        let fec_lookahead = if self.loss_rate > LOSSY {
+            FRAME_MS
+        } else {
+            0.0
+        };
+        let target = (jitter + FRAME_MS + fec_lookahead)
+            .clamp(self.settings.min_delay_ms, self.settings.max_delay_ms);
         self.stats.jitter_ms = jitter;
         self.stats.target_delay_ms = target;
         (target, fastest)
@@ -234,6 +253,20 @@ impl JitterBuffer {
             self.stats.frames_dropped += 1;
             return Playout::Discard(packet);
         }
+        if self.grow_pending > 0 && above < HYSTERESIS_MS {
+            // Packets came too late: wait one frame longer from now on.
+            self.grow_pending -= 1;
+            self.smoothed_level_ms += FRAME_MS;
+            self.stats.frames_inserted += 1;
+            self.stats.frames_played += 1;
+            return if self.quiet {
+                self.stats.frames_comfort += 1;
+                Playout::Comfort
+            } else {
+                self.stats.frames_concealed += 1;
+                Playout::Conceal
+            };
+        }
         if above < -HYSTERESIS_MS && self.quiet && self.packets.contains_key(&next) {
             // Play 20 ms of comfort noise without moving on.
             self.smoothed_level_ms += FRAME_MS;
@@ -253,7 +286,10 @@ impl JitterBuffer {
     fn take(&mut self, rtp_time: u64) -> Playout {
         self.next = Some(rtp_time + FRAME_TICKS);
         self.stats.frames_played += 1;
-        if let Some(packet) = self.packets.remove(&rtp_time) {
+        let packet = self.packets.remove(&rtp_time);
+        let lost = packet.is_none() && !self.quiet;
+        self.loss_rate = 0.99 * self.loss_rate + if lost { 0.01 } else { 0.0 };
+        if let Some(packet) = packet {
             return Playout::Packet(packet);
         }
         let later_arrived = self.highest.is_some_and(|h| h > rtp_time);
@@ -271,10 +307,8 @@ impl JitterBuffer {
             self.stats.frames_comfort += 1;
             return Playout::Comfort;
         }
-        // Mid-word and nothing is here: the buffer ran dry. Conceal this
-        // turn and wait for the frame rather than skip it.
-        self.next = Some(rtp_time);
-        self.stats.underruns += 1;
+        // Mid-word and nothing is here: lost, or late (then `push` sees it
+        // and the buffer grows). Conceal and keep to the schedule.
         self.stats.frames_concealed += 1;
         Playout::Conceal
     }

@@ -186,6 +186,9 @@ pub fn rtc_config() -> str0m::RtcConfig {
     let mut config = Rtc::builder()
         .clear_codecs()
         .enable_opus(true, false)
+        // Audio is not retransmitted; waiting for a lost packet would only
+        // delay the ones after it. The jitter buffer puts packets in order.
+        .set_reordering_size_audio(0)
         .set_stats_interval(Some(Duration::from_secs(1)));
     config.codec_config().add_h264(
         codecs::H264_PT.into(),
