@@ -24,12 +24,23 @@ pub(crate) struct Participant {
 
 impl Participant {
     pub(crate) fn spawn(sfu: &SfuProcess, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::spawn_with_env(sfu, dir, name, extra, Vec::new())
+    }
+
+    pub(crate) fn spawn_with_env(
+        sfu: &SfuProcess,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+        env: Vec<(&str, String)>,
+    ) -> Self {
         let stats = dir.join(format!("{name}.json"));
         let mut child = Command::new(bin("parley-cli"))
             .args(["join", &sfu.signaling_url, "--room", "call", "--name", name])
             .args(["--fake-media", "--fps", "15", "--stats-json"])
             .arg(&stats)
             .args(extra)
+            .envs(env)
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

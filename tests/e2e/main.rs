@@ -14,3 +14,4 @@ mod presence;
 mod shutdown;
 mod tls;
 mod tokens;
+mod virtual_devices;

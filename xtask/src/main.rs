@@ -44,8 +44,17 @@ const BUILD_PACKAGES: &[&str] = &[
 
 /// Debian packages the tests start for real: network namespaces and a
 /// firewall for the client host (iproute2, nftables), a TURN server
-/// (coturn) and an HTTP proxy (tinyproxy).
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "coturn", "tinyproxy"];
+/// (coturn), an HTTP proxy (tinyproxy), and a sound server with virtual
+/// devices reached through ALSA (pulseaudio, its tools, the ALSA plugin).
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "coturn",
+    "tinyproxy",
+    "pulseaudio",
+    "pulseaudio-utils",
+    "libasound2-plugins",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -156,6 +156,8 @@ struct Health {
     /// (µs) of the sample just after the last one written.
     written: AtomicU64,
     written_end_us: AtomicU64,
+    /// Playout: the largest block the device has asked for at once (frames).
+    largest_request: AtomicU64,
 }
 
 fn on_stream_error(health: &Health, err: &cpal::Error) {
@@ -402,6 +404,13 @@ impl Speaker {
         queued * 1_000_000 / u64::from(self.device_rate.max(1))
     }
 
+    /// The largest block the device has taken at once, in µs: playout must
+    /// keep more than this queued or the device plays gaps.
+    pub fn period_us(&self) -> u64 {
+        self.health.largest_request.load(Ordering::Relaxed) * 1_000_000
+            / u64::from(self.device_rate.max(1))
+    }
+
     /// Samples dropped because playout was already 100 ms behind.
     pub fn dropped_samples(&self) -> u64 {
         self.health.dropped_samples.load(Ordering::Relaxed)
@@ -423,10 +432,14 @@ where
     T: SizedSample + FromSample<f32>,
 {
     let channels = usize::from(config.channels().max(1));
+    let request_health = Arc::clone(&health);
     device
         .build_output_stream(
             config.config(),
             move |data: &mut [T], _| {
+                request_health
+                    .largest_request
+                    .fetch_max((data.len() / channels) as u64, Ordering::Relaxed);
                 for frame in data.chunks_mut(channels) {
                     // An empty ring plays silence rather than stalling the device.
                     let sample = ring.pop().unwrap_or(0.0);

@@ -4,8 +4,8 @@
 //! [`super::publisher`]).
 //!
 //! Playout is paced by the speaker: a frame is mixed whenever the device's
-//! queue falls under [`PLAYOUT_QUEUE_US`], so the device clock, not ours,
-//! sets the rate. Without a speaker (bots, load tests) a 20 ms clock paces it.
+//! queue falls under [`PLAYOUT_QUEUE_US`] beyond the largest block the device
+//! takes at once, so the device clock, not ours, sets the rate. Without a speaker (bots, load tests) a 20 ms clock paces it.
 //! If the speaker disappears mid-call, playout moves to the system default
 //! and says so; a device switch asked mid-call happens between two frames.
 
@@ -27,9 +27,10 @@ use tokio::sync::mpsc;
 
 use super::engine::MediaNotice;
 
-/// How much audio is kept queued at the speaker: enough to ride out a late
-/// wake-up of this thread, little enough to keep mouth-to-ear short.
-const PLAYOUT_QUEUE_US: u64 = 30_000;
+/// How much audio is kept queued at the speaker beyond one device period:
+/// enough to ride out a late wake-up of this thread, little enough to keep
+/// mouth-to-ear short.
+const PLAYOUT_QUEUE_US: u64 = 20_000;
 /// Playout statistics are reported this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -192,7 +193,7 @@ impl Sink {
                 *next_us = (*next_us + frame_us).max(unix_micros());
             }
             Self::Speaker(speaker) => {
-                while speaker.buffered_us() > PLAYOUT_QUEUE_US {
+                while speaker.buffered_us() > speaker.period_us() + PLAYOUT_QUEUE_US {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
@@ -204,6 +205,19 @@ impl Sink {
         match self {
             Self::Clock { .. } => 0,
             Self::Speaker(speaker) => speaker.buffered_us(),
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        match self {
+            Self::Clock { .. } => serde_json::json!({"name": "none"}),
+            Self::Speaker(speaker) => serde_json::json!({
+                "name": speaker.name(),
+                "period_ms": speaker.period_us() as f64 / 1000.0,
+                "queued_ms": speaker.buffered_us() as f64 / 1000.0,
+                "dropped_samples": speaker.dropped_samples(),
+                "glitches": speaker.glitches(),
+            }),
         }
     }
 
@@ -311,7 +325,11 @@ impl PlayoutLoop {
             if last_stats.elapsed() >= STATS_INTERVAL {
                 last_stats = std::time::Instant::now();
                 let tracks = self.shared.mixer().stats();
-                self.line(serde_json::json!({"type": "cli_audio_playout", "tracks": tracks}));
+                self.line(serde_json::json!({
+                    "type": "cli_audio_playout",
+                    "speaker": self.sink.report(),
+                    "tracks": tracks,
+                }));
             }
         }
         if let Some(recorder) = self.recorder.take() {
