@@ -54,7 +54,7 @@ struct Cli {
 enum CliCommand {
     /// Join a room, print every event as a JSON line on stdout, and send each
     /// line read from stdin as a chat message.
-    Join(JoinArgs),
+    Join(Box<JoinArgs>),
     /// Check every way to the SFU (signaling, UDP, ICE-TCP, TURN over UDP,
     /// TCP and TLS) and print what works, with times and reasons. Exits 0
     /// when signaling and at least one media path work, 3 otherwise.
@@ -273,7 +273,7 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(match cli.command {
-        CliCommand::Join(args) => runtime.block_on(join(args)),
+        CliCommand::Join(args) => runtime.block_on(join(*args)),
         CliCommand::Doctor(args) => runtime.block_on(doctor(args)),
         CliCommand::Devices => devices(),
     })

@@ -65,7 +65,9 @@ mod tests {
         let mut hiss = vec![0.0; SAMPLES_PER_FRAME];
         let mut noisy_voice = 0;
         for i in 0..100 {
-            hiss.iter_mut().for_each(|s| *s = noise());
+            for sample in &mut hiss {
+                *sample = noise();
+            }
             if vad.process(&hiss) && i > 25 {
                 noisy_voice += 1;
             }

@@ -167,7 +167,7 @@ pub struct Playout {
 
 enum Sink {
     Clock { next_us: u64 },
-    Speaker(Speaker),
+    Speaker(Box<Speaker>),
 }
 
 impl Sink {
@@ -175,7 +175,7 @@ impl Sink {
         match output {
             AudioOutput::Clock => Ok(Self::Clock { next_us: 0 }),
             AudioOutput::Device(choice) => Speaker::open(&choice.id, &choice.name)
-                .map(Self::Speaker)
+                .map(|speaker| Self::Speaker(Box::new(speaker)))
                 .map_err(|e| e.to_string()),
         }
     }
@@ -349,7 +349,7 @@ impl PlayoutLoop {
                 .and_then(|d| Speaker::open(&d.id, &d.name).map_err(|e| e.to_string()))
             {
                 Ok(fallback) => {
-                    self.sink = Sink::Speaker(fallback);
+                    self.sink = Sink::Speaker(Box::new(fallback));
                     self.line(serde_json::json!({
                         "type": "cli_audio_device",
                         "kind": "speaker",

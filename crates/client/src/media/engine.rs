@@ -404,6 +404,29 @@ struct Engine {
     first_remote_frame_ms: Option<f64>,
 }
 
+/// Starts playout, then capture and encoding.
+fn start_media(
+    options: &MediaOptions,
+    notices: &mpsc::Sender<MediaNotice>,
+    encoded: mpsc::Sender<Encoded>,
+) -> Result<(Arc<AudioShared>, Playout, Publisher), String> {
+    let audio = AudioShared::new(&options.audio)?;
+    let playout = Playout::start(&options.audio, Arc::clone(&audio), notices.clone())?;
+    let capture = CaptureSetup {
+        input: options.audio.input.clone(),
+        shared: Arc::clone(&audio),
+        record: options
+            .audio
+            .record_microphone
+            .as_deref()
+            .map(WavRecorder::create)
+            .transpose()?,
+        notices: notices.clone(),
+    };
+    let publisher = Publisher::start(options.resolution, options.fps, capture, encoded)?;
+    Ok((audio, playout, publisher))
+}
+
 /// Runs the call until [`MediaCommand::Stop`] or until the commands end.
 pub async fn run(
     options: MediaOptions,
@@ -422,20 +445,7 @@ pub async fn run(
     let (datagram_tx, mut datagrams) = mpsc::channel(1024);
     let readers = spawn_readers(&sockets, &datagram_tx);
     let (encoded_tx, mut encoded) = mpsc::channel(64);
-    let audio = AudioShared::new(&options.audio)?;
-    let playout = Playout::start(&options.audio, Arc::clone(&audio), notices.clone())?;
-    let capture = CaptureSetup {
-        input: options.audio.input.clone(),
-        shared: Arc::clone(&audio),
-        record: options
-            .audio
-            .record_microphone
-            .as_deref()
-            .map(WavRecorder::create)
-            .transpose()?,
-        notices: notices.clone(),
-    };
-    let publisher = Publisher::start(options.resolution, options.fps, capture, encoded_tx)?;
+    let (audio, playout, publisher) = start_media(&options, &notices, encoded_tx)?;
     for track in published_tracks(&options) {
         let _ = notices
             .send(MediaNotice::Send(ClientMessage::PublishTrack { track }))
@@ -501,22 +511,8 @@ pub async fn run(
             }
             Some(unit) = encoded.recv() => engine.write(unit),
             command = commands.recv() => match command {
-                Some(MediaCommand::Server(msg)) => engine.handle_server(msg).await,
-                Some(MediaCommand::SubscribeSize { width, height }) => {
-                    engine.options.subscribe_size = Some((width, height));
-                    let tracks: Vec<RemoteTrack> = engine.call.remote_tracks().cloned().collect();
-                    for track in tracks {
-                        engine.subscribe(&track).await;
-                    }
-                }
-                Some(MediaCommand::SetMuted(muted)) => engine.set_muted(muted).await,
-                Some(MediaCommand::SetSpeaker(choice)) => {
-                    engine.playout.command(PlayoutCommand::SetSpeaker(choice));
-                }
-                Some(MediaCommand::SetVolume { participant_id, volume }) => {
-                    engine.audio.mixer().set_volume(&participant_id, volume);
-                }
                 Some(MediaCommand::Stop) | None => break,
+                Some(command) => engine.handle_command(command).await,
             },
             () = sleep_until(timeout) => engine.handle_timeouts(Instant::now()),
         }
@@ -539,6 +535,28 @@ pub async fn run(
 }
 
 impl Engine {
+    async fn handle_command(&mut self, command: MediaCommand) {
+        match command {
+            MediaCommand::Server(msg) => self.handle_server(msg).await,
+            MediaCommand::SubscribeSize { width, height } => {
+                self.options.subscribe_size = Some((width, height));
+                let tracks: Vec<RemoteTrack> = self.call.remote_tracks().cloned().collect();
+                for track in tracks {
+                    self.subscribe(&track).await;
+                }
+            }
+            MediaCommand::SetMuted(muted) => self.set_muted(muted).await,
+            MediaCommand::SetSpeaker(choice) => {
+                self.playout.command(PlayoutCommand::SetSpeaker(choice));
+            }
+            MediaCommand::SetVolume {
+                participant_id,
+                volume,
+            } => self.audio.mixer().set_volume(&participant_id, volume),
+            MediaCommand::Stop => {}
+        }
+    }
+
     async fn receive_datagram(&mut self, datagram: &Datagram) {
         let now = Instant::now();
         if self.stun.expects(datagram.source) {

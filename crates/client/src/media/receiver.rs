@@ -226,8 +226,8 @@ impl AudioReceiver {
 
     pub fn report(&self, playout: Option<JitterStats>, decode_errors: u64) -> AudioReport {
         AudioReport {
-            playout,
             decode_errors,
+            playout,
             ..self.report.clone()
         }
     }
