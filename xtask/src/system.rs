@@ -14,12 +14,12 @@ impl Step {
     }
 
     pub fn run(self, mut command: Command) -> Result<(), String> {
-        println!("xtask: [{}] {}", self.name, describe(&command));
+        eprintln!("xtask: [{}] {}", self.name, describe(&command));
         let started = Instant::now();
         let status = command
             .status()
             .map_err(|err| format!("[{}] could not start: {err}", self.name))?;
-        println!(
+        eprintln!(
             "xtask: [{}] {} in {:.1?}",
             self.name,
             if status.success() { "ok" } else { "FAILED" },
@@ -44,7 +44,7 @@ fn describe(command: &Command) -> String {
 /// Installs the Debian packages that are missing, as root or through sudo.
 pub fn ensure_packages(packages: &[&str]) -> Result<(), String> {
     if !cfg!(target_os = "linux") || !has("dpkg-query") {
-        println!("xtask: not a Debian-based system; make sure these are installed: {packages:?}");
+        eprintln!("xtask: not a Debian-based system; make sure these are installed: {packages:?}");
         return Ok(());
     }
     let missing: Vec<&str> = packages
@@ -55,7 +55,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    println!("xtask: installing missing packages: {}", missing.join(" "));
+    eprintln!("xtask: installing missing packages: {}", missing.join(" "));
     let sudo: &[&str] = if is_root() {
         &[]
     } else if has("sudo") {

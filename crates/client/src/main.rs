@@ -648,7 +648,8 @@ fn audio_command(line: &str) -> Option<Result<MediaCommand, String>> {
     Some(match command {
         "/mute" => Ok(MediaCommand::SetMuted(true)),
         "/unmute" => Ok(MediaCommand::SetMuted(false)),
-        "/speaker" if !rest.is_empty() => Ok(MediaCommand::SetSpeaker(DeviceChoice {
+        "/speaker" if rest.is_empty() => Err("usage: /speaker ID_OR_NAME".to_owned()),
+        "/speaker" => Ok(MediaCommand::SetSpeaker(DeviceChoice {
             id: rest.to_owned(),
             name: rest.to_owned(),
         })),

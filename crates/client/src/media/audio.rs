@@ -235,7 +235,21 @@ impl Playout {
         shared: Arc<AudioShared>,
         notices: mpsc::Sender<MediaNotice>,
     ) -> Result<Self, String> {
-        let sink = Sink::open(&options.output)?;
+        // A speaker that cannot be opened is not worth losing the call
+        // over: play through the default one (or none) and say so.
+        let sink = Sink::open(&options.output).unwrap_or_else(|error| {
+            let fallback = default_speaker()
+                .and_then(|d| Speaker::open(&d.id, &d.name).ok())
+                .map_or(Sink::Clock { next_us: 0 }, |s| Sink::Speaker(Box::new(s)));
+            let _ = notices.try_send(MediaNotice::Line(serde_json::json!({
+                "type": "cli_audio_device",
+                "kind": "speaker",
+                "name": fallback.name(),
+                "fallback": true,
+                "reason": error,
+            })));
+            fallback
+        });
         let recorder = options
             .record_playout
             .as_deref()

@@ -809,6 +809,11 @@ impl Engine {
                         for track in added {
                             self.subscribe(&track).await;
                         }
+                        // Unpublished audio leaves the mix.
+                        let after: Vec<RemoteTrack> = self.call.remote_tracks().cloned().collect();
+                        for gone in before.iter().filter(|t| !after.contains(t)) {
+                            self.audio.mixer().remove(&track_key(gone));
+                        }
                     }
                     Err(error) => {
                         self.line(serde_json::json!({"type": "cli_media_error", "error": error}))
