@@ -185,6 +185,61 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 #[tokio::test]
+async fn video_is_shown_when_its_audio_is_heard() {
+    // The listener holds audio back 150 ms; video, which arrives sooner,
+    // must wait for it: capture-to-screen of video follows mouth-to-ear.
+    let sfu = SfuProcess::start(&[]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut talker = Participant::spawn(
+        &sfu,
+        dir.path(),
+        "sync-talker",
+        &["--resolution", "320x180"],
+    );
+    let talker_id = talker.participant_id().await;
+    let mut listener = Participant::spawn(
+        &sfu,
+        dir.path(),
+        "sync-listener",
+        &["--resolution", "320x180", "--audio-min-delay", "150"],
+    );
+    listener
+        .wait_for("audio from the talker", |v| {
+            v["type"] == "cli_first_remote_frame"
+                && v["participant_id"] == talker_id.as_str()
+                && v["kind"] == "audio"
+        })
+        .await;
+    tokio::time::sleep(LISTEN).await;
+    let (stats, lines) = listener.leave_with_lines().await;
+    talker.leave().await;
+    let mut mouth_to_ear: Vec<f64> = lines
+        .iter()
+        .filter(|v| v["type"] == "cli_audio_latency")
+        .filter_map(|v| v["mouth_to_ear_ms"].as_f64())
+        .collect();
+    assert!(mouth_to_ear.len() >= 5, "{mouth_to_ear:?}");
+    let audio_ms = median(&mut mouth_to_ear);
+    let video = &crate::call::remote(&stats, &talker_id, "camera")["video"];
+    let video_ms = video["latency"]["p50_ms"].as_f64().unwrap();
+    eprintln!(
+        "lip sync: audio mouth-to-ear {audio_ms:.1} ms, video capture-to-screen {video_ms:.1} ms \
+         (p95 {:.1} ms), offset {:.1} ms",
+        video["latency"]["p95_ms"].as_f64().unwrap(),
+        video_ms - audio_ms
+    );
+    assert!(
+        audio_ms > 140.0,
+        "the audio was held back ({audio_ms:.1} ms)"
+    );
+    assert!(
+        (video_ms - audio_ms).abs() <= 45.0,
+        "video {video_ms:.1} ms vs audio {audio_ms:.1} ms"
+    );
+    sfu.terminate().await.unwrap();
+}
+
+#[tokio::test]
 async fn speech_quality_and_mouth_to_ear_at_0_5_and_15_percent_loss() {
     let sfu = SfuProcess::start(&[]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

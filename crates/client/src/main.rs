@@ -18,6 +18,7 @@ use parley_client::media::engine::{CallReport, MediaCommand, MediaNotice, MediaO
 use parley_client::net::NetworkOptions;
 use parley_client::session::{EndReason, JoinParams, SessionEvent, SignalingSession};
 use parley_media::apm::ApmSettings;
+use parley_media::jitter_buffer::JitterSettings;
 use parley_media::scale::Size;
 use parley_proto::ServerMessage;
 use tokio::io::AsyncBufReadExt;
@@ -169,6 +170,10 @@ struct AudioArgs {
     /// Record what is sent (the processed microphone) to this WAV file.
     #[arg(long, requires = "fake_media")]
     record_microphone: Option<std::path::PathBuf>,
+    /// Smallest playout delay of remote audio, in ms (20 to 200; default
+    /// 20): the jitter buffer never goes below it. Video follows the audio.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(20..=200), requires = "fake_media")]
+    audio_min_delay: u32,
     /// Drop this percentage of incoming RTP/RTCP packets, to hear and
     /// measure loss (0 to 50).
     #[arg(long, default_value_t = 0.0, value_parser = parse_loss, requires = "fake_media")]
@@ -197,6 +202,10 @@ impl AudioArgs {
                 high_pass_filter: !self.no_high_pass,
             },
             muted: self.muted,
+            jitter: JitterSettings {
+                min_delay_ms: f64::from(self.audio_min_delay),
+                ..JitterSettings::default()
+            },
             record_playout: self.record_playout.clone(),
             record_microphone: self.record_microphone.clone(),
             ..AudioOptions::default()

@@ -10,6 +10,7 @@ pub mod device;
 pub mod frame;
 pub mod h264;
 pub mod jitter_buffer;
+pub mod lipsync;
 pub mod mixer;
 pub mod opus_codec;
 pub mod quality;

@@ -112,6 +112,19 @@ struct MixedTrack {
     key: String,
     participant: String,
     audio: RemoteAudio,
+    /// RTP time of the frame mixed last, and when (Unix µs).
+    last_played: Option<(u64, u64)>,
+}
+
+impl MixedTrack {
+    fn report(&self) -> TrackPlayout {
+        TrackPlayout {
+            key: self.key.clone(),
+            participant: self.participant.clone(),
+            jitter: self.audio.stats(),
+            decode_errors: self.audio.decode_errors(),
+        }
+    }
 }
 
 /// What one track reports.
@@ -128,6 +141,8 @@ pub struct TrackPlayout {
 pub struct AudioMixer {
     settings: JitterSettings,
     tracks: Vec<MixedTrack>,
+    /// What removed tracks delivered, for the end-of-call report.
+    finished: Vec<TrackPlayout>,
     volumes: Vec<(String, f32)>,
     scratch: Vec<f32>,
     /// Limiter gain, eased back towards 1 after a peak.
@@ -139,6 +154,7 @@ impl AudioMixer {
         Self {
             settings,
             tracks: Vec::new(),
+            finished: Vec::new(),
             volumes: Vec::new(),
             scratch: vec![0.0; SAMPLES_PER_FRAME],
             gain: 1.0,
@@ -165,6 +181,7 @@ impl AudioMixer {
                     key: key.to_owned(),
                     participant: participant.to_owned(),
                     audio,
+                    last_played: None,
                 });
                 self.tracks.len() - 1
             }
@@ -173,7 +190,11 @@ impl AudioMixer {
     }
 
     pub fn remove(&mut self, key: &str) {
-        self.tracks.retain(|t| t.key != key);
+        if let Some(index) = self.tracks.iter().position(|t| t.key == key) {
+            let track = self.tracks.remove(index);
+            self.finished.retain(|f| f.key != key);
+            self.finished.push(track.report());
+        }
     }
 
     /// Volume for everything `participant` sends: 0 (silent) to [`MAX_VOLUME`].
@@ -194,12 +215,13 @@ impl AudioMixer {
             .map_or(1.0, |(_, v)| *v)
     }
 
-    /// RTP time of the audio `participant`'s track played last, if playing.
-    pub fn playing_rtp_time(&self, key: &str) -> Option<u64> {
+    /// RTP time of the frame of track `key` mixed last, and when it was
+    /// mixed (Unix µs): what lip sync follows.
+    pub fn last_played(&self, key: &str) -> Option<(u64, u64)> {
         self.tracks
             .iter()
             .find(|t| t.key == key)
-            .and_then(|t| t.audio.playing_rtp_time())
+            .and_then(|t| t.last_played)
     }
 
     /// The next 20 ms of every track summed into `out`.
@@ -213,6 +235,7 @@ impl AudioMixer {
                 for (o, s) in out.iter_mut().zip(&self.scratch) {
                     *o += s * volume;
                 }
+                track.last_played = track.audio.playing_rtp_time().map(|rtp| (rtp, now_us));
             }
         }
         self.limit(out);
@@ -244,15 +267,17 @@ impl AudioMixer {
         self.gain = to;
     }
 
+    /// Every track mixed so far, playing or removed.
     pub fn stats(&self) -> Vec<TrackPlayout> {
         self.tracks
             .iter()
-            .map(|t| TrackPlayout {
-                key: t.key.clone(),
-                participant: t.participant.clone(),
-                jitter: t.audio.stats(),
-                decode_errors: t.audio.decode_errors(),
-            })
+            .map(MixedTrack::report)
+            .chain(
+                self.finished
+                    .iter()
+                    .filter(|f| !self.tracks.iter().any(|t| t.key == f.key))
+                    .cloned(),
+            )
             .collect()
     }
 }

@@ -88,6 +88,9 @@ pub enum CallOutput {
         /// False when packets were lost since the previous frame.
         contiguous: bool,
         data: Vec<u8>,
+        /// The latest sender report of the stream: (sender's wall clock in
+        /// Unix µs, the RTP time it corresponds to).
+        sender_report: Option<(u64, u64)>,
     },
     /// The SFU asks for a keyframe on one of our layers.
     KeyframeRequested {
@@ -539,6 +542,13 @@ impl CallSession {
                     rtp_time: data.time.numer(),
                     contiguous: data.contiguous,
                     data: data.data.to_vec(),
+                    sender_report: data.last_sender_info.map(|info| {
+                        let ntp_us = info
+                            .ntp_time
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_micros() as u64);
+                        (ntp_us, info.rtp_time.numer())
+                    }),
                 });
             }
             Event::KeyframeRequest(request) => {

@@ -7,9 +7,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parley_media::clock::unix_micros;
+use parley_media::frame::VideoFrame;
+use parley_media::lipsync::{LipSync, SenderClock};
 use parley_media::scale::Size;
 use parley_media::simulcast::{RIDS, default_layers};
 use parley_proto::ice_tcp;
@@ -396,6 +399,10 @@ struct Engine {
     publisher: Publisher,
     audio: Arc<AudioShared>,
     playout: Playout,
+    /// Per remote participant: stream clocks and the audio delay video follows.
+    sync: HashMap<String, ParticipantSync>,
+    /// Decoded pictures held until their audio is heard.
+    pending: Vec<PendingFrame>,
     loss: LossSimulator,
     remotes: HashMap<RemoteTrack, RemoteState>,
     notices: mpsc::Sender<MediaNotice>,
@@ -477,6 +484,8 @@ pub async fn run(
         loss,
         audio,
         playout,
+        sync: HashMap::new(),
+        pending: Vec::new(),
         remotes: HashMap::new(),
         notices,
         joined_at,
@@ -495,6 +504,7 @@ pub async fn run(
             )
             .flatten()
             .min();
+        let timeout = timeout.into_iter().chain(engine.next_render()).min();
         tokio::select! {
             Some(datagram) = datagrams.recv() => {
                 engine.receive_datagram(&datagram).await;
@@ -516,6 +526,7 @@ pub async fn run(
             },
             () = sleep_until(timeout) => engine.handle_timeouts(Instant::now()),
         }
+        engine.present_due();
         engine.drain().await;
     }
     for reader in readers {
@@ -535,6 +546,43 @@ pub async fn run(
 }
 
 impl Engine {
+    fn follow_sender_report(&mut self, track: &RemoteTrack, report: Option<(u64, u64)>) {
+        let Some((ntp_us, rtp_time)) = report else {
+            return;
+        };
+        let sync = self.sync.entry(track.participant_id.clone()).or_default();
+        match track.kind {
+            TrackKind::Audio => sync.audio.update(ntp_us, rtp_time),
+            TrackKind::Video => sync.video.update(ntp_us, rtp_time),
+        }
+    }
+
+    /// When the next held-back video frame is due.
+    fn next_render(&self) -> Option<Instant> {
+        let due = self.pending.iter().map(|p| p.due_us).min()?;
+        Some(Instant::now() + Duration::from_micros(due.saturating_sub(unix_micros())))
+    }
+
+    /// Shows the held-back video frames whose audio is now being heard.
+    fn present_due(&mut self) {
+        let now = unix_micros();
+        let mut index = 0;
+        while index < self.pending.len() {
+            if self.pending[index].due_us > now {
+                index += 1;
+                continue;
+            }
+            let due = self.pending.swap_remove(index);
+            if let Some(RemoteState {
+                receiver: Receiver::Video(video),
+                ..
+            }) = self.remotes.get_mut(&due.track)
+            {
+                video.present(due.frame, now);
+            }
+        }
+    }
+
     async fn handle_command(&mut self, command: MediaCommand) {
         match command {
             MediaCommand::Server(msg) => self.handle_server(msg).await,
@@ -852,9 +900,7 @@ impl Engine {
     }
 
     async fn set_muted(&mut self, muted: bool) {
-        self.audio
-            .muted
-            .store(muted, std::sync::atomic::Ordering::Relaxed);
+        self.audio.muted.store(muted, Ordering::Relaxed);
         self.send(ClientMessage::SetMuted {
             track_id: MICROPHONE_TRACK.to_owned(),
             muted,
@@ -912,7 +958,11 @@ impl Engine {
                     rtp_time,
                     contiguous,
                     data,
-                } => self.receive(track, rtp_time, contiguous, &data).await,
+                    sender_report,
+                } => {
+                    self.follow_sender_report(&track, sender_report);
+                    self.receive(track, rtp_time, contiguous, &data).await;
+                }
                 CallOutput::KeyframeRequested { rid, .. } => {
                     for (layer, name) in RIDS.iter().enumerate() {
                         if rid.as_deref().is_none_or(|r| r == *name) {
@@ -959,7 +1009,24 @@ impl Engine {
         let mut wants_keyframe = false;
         let decoded_one = match &mut state.receiver {
             Receiver::Video(video) => {
-                let decoded = video.handle_frame(data, contiguous, unix_micros());
+                let now_us = unix_micros();
+                let decoded = video.decode(data, contiguous).map(|(decoded, frame)| {
+                    // Shown when the participant's audio of that moment is heard.
+                    let sync = self.sync.entry(track.participant_id.clone()).or_default();
+                    let due = sync
+                        .video
+                        .wall_time_us(rtp_time)
+                        .and_then(|captured| sync.lipsync.render_at_us(captured, now_us as i64));
+                    match due {
+                        Some(due) if due > now_us as i64 => self.pending.push(PendingFrame {
+                            due_us: due as u64,
+                            track: track.clone(),
+                            frame,
+                        }),
+                        _ => video.present(frame, now_us),
+                    }
+                    decoded
+                });
                 if let Some(decoded) = decoded
                     && decoded.resized
                 {
@@ -984,13 +1051,25 @@ impl Engine {
             }
             Receiver::Audio(audio) => {
                 audio.handle_frame(rtp_time);
-                self.audio.mixer().push(
-                    &track_key(&track),
+                let key = track_key(&track);
+                let mut mixer = self.audio.mixer();
+                mixer.push(
+                    &key,
                     &track.participant_id,
                     rtp_time,
                     data.to_vec(),
                     unix_micros(),
                 );
+                let played = mixer.last_played(&key);
+                drop(mixer);
+                let sync = self.sync.entry(track.participant_id.clone()).or_default();
+                if let Some((rtp, mixed_at)) = played
+                    && let Some(captured) = sync.audio.wall_time_us(rtp)
+                {
+                    let queued = u64::from(self.audio.playout_delay_ms.load(Ordering::Relaxed));
+                    sync.lipsync
+                        .audio_heard(captured, (mixed_at + queued * 1000) as i64);
+                }
                 true
             }
         };
@@ -1075,6 +1154,31 @@ impl Engine {
             remote,
         }
     }
+}
+
+/// One remote participant's stream clocks (from sender reports) and lip sync.
+#[derive(Debug)]
+struct ParticipantSync {
+    audio: SenderClock,
+    video: SenderClock,
+    lipsync: LipSync,
+}
+
+impl Default for ParticipantSync {
+    fn default() -> Self {
+        Self {
+            audio: SenderClock::new(48_000),
+            video: SenderClock::new(90_000),
+            lipsync: LipSync::default(),
+        }
+    }
+}
+
+/// A decoded picture waiting for the audio of its moment to be heard.
+struct PendingFrame {
+    due_us: u64,
+    track: RemoteTrack,
+    frame: VideoFrame,
 }
 
 /// The mixer's name for a remote track.

@@ -3,7 +3,7 @@
 //! capture time) drawn by the synthetic source, so order and capture→decode
 //! latency can be verified on every frame.
 
-use parley_media::frame::{FramePool, SAMPLES_PER_FRAME};
+use parley_media::frame::{FramePool, SAMPLES_PER_FRAME, VideoFrame};
 use parley_media::h264::H264Decoder;
 use parley_media::jitter_buffer::JitterStats;
 use parley_media::stamp::read_stamp;
@@ -113,8 +113,15 @@ impl VideoReceiver {
         self.decoder.needs_keyframe()
     }
 
-    /// Decodes one access unit received at `now_us` (Unix microseconds).
+    /// Decodes one access unit and shows it at once, at `now_us` (Unix µs).
     pub fn handle_frame(&mut self, data: &[u8], contiguous: bool, now_us: u64) -> Option<Decoded> {
+        let (decoded, frame) = self.decode(data, contiguous)?;
+        self.present(frame, now_us);
+        Some(decoded)
+    }
+
+    /// Decodes one access unit; the picture is shown later with [`Self::present`].
+    pub fn decode(&mut self, data: &[u8], contiguous: bool) -> Option<(Decoded, VideoFrame)> {
         self.report.frames_received += 1;
         if !contiguous {
             self.decoder.note_loss();
@@ -145,6 +152,19 @@ impl VideoReceiver {
                 frames: 1,
             }),
         }
+        Some((
+            Decoded {
+                width,
+                height,
+                resized,
+            },
+            frame,
+        ))
+    }
+
+    /// Shows a decoded picture at `now_us`: its stamp is checked and its
+    /// capture-to-screen latency recorded; the buffer goes back to the pool.
+    pub fn present(&mut self, frame: VideoFrame, now_us: u64) {
         if let Some(stamp) = read_stamp(&frame) {
             self.report.stamps_read += 1;
             match self.last_frame_number {
@@ -162,11 +182,6 @@ impl VideoReceiver {
             self.record_latency(stamp.age_us(now_us));
         }
         self.pool.recycle(frame);
-        Some(Decoded {
-            width,
-            height,
-            resized,
-        })
     }
 
     fn record_latency(&mut self, age_us: i64) {
