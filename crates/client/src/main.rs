@@ -208,7 +208,6 @@ impl AudioArgs {
             },
             record_playout: self.record_playout.clone(),
             record_microphone: self.record_microphone.clone(),
-            ..AudioOptions::default()
         }
     }
 }

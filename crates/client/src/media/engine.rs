@@ -494,17 +494,7 @@ pub async fn run(
     };
     loop {
         engine.send_stun_requests();
-        let timeout = [engine.call.poll_timeout(), engine.stun.poll_timeout()]
-            .into_iter()
-            .chain(
-                engine
-                    .relays
-                    .iter()
-                    .map(|r| r.relay.as_ref().and_then(TurnRelay::poll_timeout)),
-            )
-            .flatten()
-            .min();
-        let timeout = timeout.into_iter().chain(engine.next_render()).min();
+        let timeout = engine.next_timeout();
         tokio::select! {
             Some(datagram) = datagrams.recv() => {
                 engine.receive_datagram(&datagram).await;
@@ -555,6 +545,20 @@ impl Engine {
             TrackKind::Audio => sync.audio.update(ntp_us, rtp_time),
             TrackKind::Video => sync.video.update(ntp_us, rtp_time),
         }
+    }
+
+    /// The earliest moment anything needs attention without input.
+    fn next_timeout(&self) -> Option<Instant> {
+        [self.call.poll_timeout(), self.stun.poll_timeout()]
+            .into_iter()
+            .chain(
+                self.relays
+                    .iter()
+                    .map(|r| r.relay.as_ref().and_then(TurnRelay::poll_timeout)),
+            )
+            .chain([self.next_render()])
+            .flatten()
+            .min()
     }
 
     /// When the next held-back video frame is due.
@@ -1051,25 +1055,7 @@ impl Engine {
             }
             Receiver::Audio(audio) => {
                 audio.handle_frame(rtp_time);
-                let key = track_key(&track);
-                let mut mixer = self.audio.mixer();
-                mixer.push(
-                    &key,
-                    &track.participant_id,
-                    rtp_time,
-                    data.to_vec(),
-                    unix_micros(),
-                );
-                let played = mixer.last_played(&key);
-                drop(mixer);
-                let sync = self.sync.entry(track.participant_id.clone()).or_default();
-                if let Some((rtp, mixed_at)) = played
-                    && let Some(captured) = sync.audio.wall_time_us(rtp)
-                {
-                    let queued = u64::from(self.audio.playout_delay_ms.load(Ordering::Relaxed));
-                    sync.lipsync
-                        .audio_heard(captured, (mixed_at + queued * 1000) as i64);
-                }
+                play_audio(&self.audio, &mut self.sync, &track, rtp_time, data);
                 true
             }
         };
@@ -1153,6 +1139,36 @@ impl Engine {
             published,
             remote,
         }
+    }
+}
+
+/// Hands an Opus packet to the mixer, and tells lip sync which of this
+/// participant's audio was mixed last and when it will be heard.
+fn play_audio(
+    audio: &AudioShared,
+    sync: &mut HashMap<String, ParticipantSync>,
+    track: &RemoteTrack,
+    rtp_time: u64,
+    data: &[u8],
+) {
+    let key = track_key(track);
+    let mut mixer = audio.mixer();
+    mixer.push(
+        &key,
+        &track.participant_id,
+        rtp_time,
+        data.to_vec(),
+        unix_micros(),
+    );
+    let played = mixer.last_played(&key);
+    drop(mixer);
+    let sync = sync.entry(track.participant_id.clone()).or_default();
+    if let Some((rtp, mixed_at)) = played
+        && let Some(captured) = sync.audio.wall_time_us(rtp)
+    {
+        let queued_us = u64::from(audio.playout_delay_ms.load(Ordering::Relaxed)) * 1000;
+        sync.lipsync
+            .audio_heard(captured, (mixed_at + queued_us) as i64);
     }
 }
 
