@@ -110,6 +110,35 @@ fn pesq(reference: &Path, degraded: &Path) -> f64 {
         .unwrap()
 }
 
+/// Waits until the listener hears the talker, listens for [`LISTEN`], and
+/// has both leave; returns the listener's stats and printed lines.
+async fn listen(
+    mut listener: Participant,
+    talker: Participant,
+    talker_id: &str,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    listener
+        .wait_for("audio from the talker", |v| {
+            v["type"] == "cli_first_remote_frame"
+                && v["participant_id"] == talker_id
+                && v["kind"] == "audio"
+        })
+        .await;
+    tokio::time::sleep(LISTEN).await;
+    let heard = listener.leave_with_lines().await;
+    talker.leave().await;
+    heard
+}
+
+/// Every marker's mouth-to-ear latency the listener reported (ms).
+fn mouth_to_ear(lines: &[serde_json::Value]) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "cli_audio_latency")
+        .filter_map(|v| v["mouth_to_ear_ms"].as_f64())
+        .collect()
+}
+
 struct Measured {
     mouth_to_ear_ms: Vec<f64>,
     pesq: f64,
@@ -134,7 +163,7 @@ async fn call_with_loss(sfu: &SfuProcess, dir: &Path, loss_percent: u32) -> Meas
     );
     let talker_id = talker.participant_id().await;
     let loss = loss_percent.to_string();
-    let mut listener = Participant::spawn(
+    let listener = Participant::spawn(
         sfu,
         dir,
         &format!("listener{loss_percent}"),
@@ -147,22 +176,9 @@ async fn call_with_loss(sfu: &SfuProcess, dir: &Path, loss_percent: u32) -> Meas
             heard.to_str().unwrap(),
         ],
     );
-    listener
-        .wait_for("audio from the talker", |v| {
-            v["type"] == "cli_first_remote_frame"
-                && v["participant_id"] == talker_id.as_str()
-                && v["kind"] == "audio"
-        })
-        .await;
-    tokio::time::sleep(LISTEN).await;
-    let (stats, lines) = listener.leave_with_lines().await;
-    talker.leave().await;
+    let (stats, lines) = listen(listener, talker, &talker_id).await;
     let audio = &crate::call::remote(&stats, &talker_id, "microphone")["audio"]["playout"];
-    let mouth_to_ear_ms = lines
-        .iter()
-        .filter(|v| v["type"] == "cli_audio_latency")
-        .filter_map(|v| v["mouth_to_ear_ms"].as_f64())
-        .collect();
+    let mouth_to_ear_ms = mouth_to_ear(&lines);
     let (reference, degraded) = (read_wav(&sent), read_wav(&heard));
     let (reference, degraded) = align(&reference, &degraded, 10);
     let (ref16, deg16) = (
@@ -197,27 +213,14 @@ async fn video_is_shown_when_its_audio_is_heard() {
         &["--resolution", "320x180"],
     );
     let talker_id = talker.participant_id().await;
-    let mut listener = Participant::spawn(
+    let listener = Participant::spawn(
         &sfu,
         dir.path(),
         "sync-listener",
         &["--resolution", "320x180", "--audio-min-delay", "150"],
     );
-    listener
-        .wait_for("audio from the talker", |v| {
-            v["type"] == "cli_first_remote_frame"
-                && v["participant_id"] == talker_id.as_str()
-                && v["kind"] == "audio"
-        })
-        .await;
-    tokio::time::sleep(LISTEN).await;
-    let (stats, lines) = listener.leave_with_lines().await;
-    talker.leave().await;
-    let mut mouth_to_ear: Vec<f64> = lines
-        .iter()
-        .filter(|v| v["type"] == "cli_audio_latency")
-        .filter_map(|v| v["mouth_to_ear_ms"].as_f64())
-        .collect();
+    let (stats, lines) = listen(listener, talker, &talker_id).await;
+    let mut mouth_to_ear = mouth_to_ear(&lines);
     assert!(mouth_to_ear.len() >= 5, "{mouth_to_ear:?}");
     let audio_ms = median(&mut mouth_to_ear);
     let video = &crate::call::remote(&stats, &talker_id, "camera")["video"];

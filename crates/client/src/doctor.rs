@@ -186,6 +186,7 @@ async fn check_path(options: &DoctorOptions, path: PathCheck) -> Result<(f64, St
         // Only the connection is checked: no processing, nothing played.
         audio: AudioOptions {
             processing: ApmSettings::OFF,
+            detect_markers: false,
             ..AudioOptions::default()
         },
         simulated_loss: 0.0,

@@ -208,6 +208,7 @@ impl AudioArgs {
             },
             record_playout: self.record_playout.clone(),
             record_microphone: self.record_microphone.clone(),
+            detect_markers: true,
         }
     }
 }

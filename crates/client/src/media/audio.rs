@@ -69,6 +69,10 @@ pub struct AudioOptions {
     pub record_playout: Option<PathBuf>,
     /// Write what is sent (after processing) to this WAV file.
     pub record_microphone: Option<PathBuf>,
+    /// Look for the synthetic source's latency markers in what is played
+    /// and report mouth-to-ear (`cli_audio_latency`). A QA measurement that
+    /// costs a correlation per frame; off for people.
+    pub detect_markers: bool,
 }
 
 impl Default for AudioOptions {
@@ -81,6 +85,7 @@ impl Default for AudioOptions {
             muted: false,
             record_playout: None,
             record_microphone: None,
+            detect_markers: true,
         }
     }
 }
@@ -256,6 +261,7 @@ impl Playout {
             .map(WavRecorder::create)
             .transpose()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let detect_markers = options.detect_markers;
         let (commands, command_rx) = std_mpsc::channel();
         let thread = {
             let stop = Arc::clone(&stop);
@@ -267,7 +273,7 @@ impl Playout {
                         shared,
                         notices,
                         recorder,
-                        markers: MarkerDetector::default(),
+                        markers: detect_markers.then(MarkerDetector::default),
                         frame: vec![0.0; SAMPLES_PER_FRAME],
                     }
                     .run(&stop, &command_rx);
@@ -298,7 +304,7 @@ struct PlayoutLoop {
     shared: Arc<AudioShared>,
     notices: mpsc::Sender<MediaNotice>,
     recorder: Option<WavRecorder>,
-    markers: MarkerDetector,
+    markers: Option<MarkerDetector>,
     frame: Vec<f32>,
 }
 
@@ -329,7 +335,12 @@ impl PlayoutLoop {
             if let Some(recorder) = &mut self.recorder {
                 recorder.write(&self.frame);
             }
-            for latency_us in self.markers.push(&self.frame, now + queued) {
+            let found = self
+                .markers
+                .as_mut()
+                .map(|m| m.push(&self.frame, now + queued))
+                .unwrap_or_default();
+            for latency_us in found {
                 self.line(serde_json::json!({
                     "type": "cli_audio_latency",
                     "mouth_to_ear_ms": latency_us as f64 / 1000.0,
