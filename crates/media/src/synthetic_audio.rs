@@ -322,6 +322,10 @@ pub struct MarkerDetector {
     last_detection_us: f64,
 }
 
+/// Playout timestamps may wander this far (µs) from contiguous before the
+/// detector treats it as a gap.
+const MAX_TIMESTAMP_JITTER_US: f64 = 40_000.0;
+
 /// Normalised correlation above which a chirp counts as found.
 const DETECTION_THRESHOLD: f32 = 0.6;
 
@@ -347,8 +351,11 @@ impl MarkerDetector {
         let us_per_sample = 1e6 / f64::from(SAMPLE_RATE);
         // A jump in playout time (a gap, a device clock drifting away) starts
         // the window afresh, so drift never accumulates into the latency.
+        // Smaller differences are the caller waking late on a busy machine:
+        // the samples are still contiguous, so the window goes on.
         let first = first_sample_us as f64;
-        if self.window.is_empty() || (first - self.expected_next_us).abs() > 10_000.0 {
+        if self.window.is_empty() || (first - self.expected_next_us).abs() > MAX_TIMESTAMP_JITTER_US
+        {
             self.window.clear();
             self.window_start_us = first;
         }
