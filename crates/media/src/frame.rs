@@ -185,6 +185,13 @@ impl AudioFrame {
     }
 }
 
+/// Mean power of a block of samples in dB relative to full scale (dBov);
+/// digital silence reads as -130 dB rather than minus infinity.
+pub fn level_db(samples: &[f32]) -> f32 {
+    let energy = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
+    10.0 * energy.max(1e-13).log10()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

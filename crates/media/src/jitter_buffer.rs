@@ -109,6 +109,10 @@ pub struct JitterBuffer {
     grow_pending: u32,
     /// Share of recently played frames that were missing (smoothed over ~100).
     loss_rate: f64,
+    /// Target (ms) and fastest transit (µs) as last computed; cleared by new
+    /// arrivals and by crossing the lossy threshold, so the arrivals are
+    /// sorted when they change rather than on every frame.
+    estimate: Option<(f64, i64)>,
     stats: JitterStats,
 }
 
@@ -124,6 +128,7 @@ impl JitterBuffer {
             quiet: false,
             grow_pending: 0,
             loss_rate: 0.0,
+            estimate: None,
             stats: JitterStats {
                 target_delay_ms: settings.min_delay_ms,
                 ..JitterStats::default()
@@ -148,6 +153,7 @@ impl JitterBuffer {
             self.transits_us.pop_front();
         }
         self.transits_us.push_back(transit);
+        self.estimate = None;
         if let Some(next) = self.next
             && rtp_time < next
         {
@@ -187,12 +193,16 @@ impl JitterBuffer {
         self.next = None;
         self.highest = None;
         self.transits_us.clear();
+        self.estimate = None;
         self.smoothed_level_ms = 0.0;
         self.grow_pending = 0;
     }
 
     /// Recomputes the target delay; returns it (ms) and the fastest transit (µs).
     fn update_target(&mut self) -> (f64, i64) {
+        if let Some(estimate) = self.estimate {
+            return estimate;
+        }
         let mut sorted: Vec<i64> = self.transits_us.iter().copied().collect();
         sorted.sort_unstable();
         let fastest = sorted.first().copied().unwrap_or(0);
@@ -209,6 +219,7 @@ impl JitterBuffer {
             .clamp(self.settings.min_delay_ms, self.settings.max_delay_ms);
         self.stats.jitter_ms = jitter;
         self.stats.target_delay_ms = target;
+        self.estimate = Some((target, fastest));
         (target, fastest)
     }
 
@@ -288,7 +299,11 @@ impl JitterBuffer {
         self.stats.frames_played += 1;
         let packet = self.packets.remove(&rtp_time);
         let lost = packet.is_none() && !self.quiet;
+        let was_lossy = self.loss_rate > LOSSY;
         self.loss_rate = 0.99 * self.loss_rate + if lost { 0.01 } else { 0.0 };
+        if was_lossy != (self.loss_rate > LOSSY) {
+            self.estimate = None;
+        }
         if let Some(packet) = packet {
             return Playout::Packet(packet);
         }

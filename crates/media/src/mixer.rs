@@ -3,7 +3,7 @@
 //! every track, with a volume per participant, into what the speaker plays.
 //! Sans-IO: the playout clock calls [`AudioMixer::mix`] every 20 ms.
 
-use crate::frame::SAMPLES_PER_FRAME;
+use crate::frame::{SAMPLES_PER_FRAME, level_db};
 use crate::jitter_buffer::{JitterBuffer, JitterSettings, JitterStats, Playout};
 use crate::opus_codec::OpusDecoder;
 
@@ -15,11 +15,6 @@ const CROSSFADE: usize = 120;
 const CEILING: f32 = 0.97;
 /// Highest per-participant volume (+12 dB).
 pub const MAX_VOLUME: f32 = 4.0;
-
-fn level_dbov(samples: &[f32]) -> f32 {
-    let energy = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
-    10.0 * energy.max(1e-12).log10()
-}
 
 /// One remote audio track on its way to the speaker.
 #[derive(Debug)]
@@ -101,7 +96,7 @@ impl RemoteAudio {
                 *sample = *sample * w + old * (1.0 - w);
             }
         }
-        self.buffer.note_quiet(level_dbov(out) < QUIET_DBOV);
+        self.buffer.note_quiet(level_db(out) < QUIET_DBOV);
         true
     }
 }
@@ -325,7 +320,7 @@ mod tests {
             mixer.push("bob/mic", "bob", k * 960, b[k as usize].clone(), now);
             mixer.mix(now + 5_000, &mut out);
             peak = peak.max(out.iter().fold(0.0, |m, s| m.max(s.abs())));
-            if level_dbov(&out) > -20.0 {
+            if level_db(&out) > -20.0 {
                 loud += 1;
             }
         }

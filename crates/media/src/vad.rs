@@ -5,6 +5,8 @@
 //! gaps, steady noise does not) and above an absolute level; a short
 //! hangover bridges the gaps between syllables.
 
+use crate::frame::level_db;
+
 /// Frames of voice needed before talking is reported (40 ms).
 const ONSET_FRAMES: u32 = 2;
 /// Frames talking stays on after the last voiced frame (300 ms).
@@ -26,8 +28,7 @@ pub struct VoiceDetector {
 impl VoiceDetector {
     /// Whether the talker is talking, after this 20 ms frame.
     pub fn process(&mut self, samples: &[f32]) -> bool {
-        let energy = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
-        let level = 10.0 * energy.max(1e-12).log10();
+        let level = level_db(samples);
         if self.levels_db.len() == FLOOR_WINDOW {
             self.levels_db.pop_front();
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parley_media::audio_device::{Microphone, default_microphone};
 use parley_media::capture::{AudioSource, VideoSource};
 use parley_media::clock::unix_micros;
-use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME};
+use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME, level_db};
 use parley_media::h264::EncoderComplexity;
 use parley_media::opus_codec::{MAX_PACKET, OpusEncoder, OpusSettings};
 use parley_media::scale::Size;
@@ -76,9 +76,7 @@ pub struct Publisher {
 
 /// RFC 6464 level of 20 ms of samples: 0 is full scale, 127 silence.
 pub fn audio_level(samples: &[f32]) -> u8 {
-    let energy = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
-    let dbov = 10.0 * energy.max(1e-13).log10();
-    (-dbov).round().clamp(0.0, 127.0) as u8
+    (-level_db(samples)).round().clamp(0.0, 127.0) as u8
 }
 
 impl Publisher {

@@ -260,6 +260,14 @@ impl Peer {
         }
     }
 
+    /// The key of the track this peer publishes under `track_id`.
+    pub fn published_key(&self, track_id: &str) -> Option<TrackKey> {
+        self.published
+            .iter()
+            .find(|(_, t)| t.info.id == track_id)
+            .map(|(k, _)| *k)
+    }
+
     pub fn queue_publish(&mut self, key: TrackKey) {
         self.queued.push(Change::Publish(key));
     }

@@ -354,12 +354,7 @@ impl MediaPlane {
             return;
         };
         let publisher = self.peers.get_mut(&id).expect("peer of a participant");
-        let Some(key) = publisher
-            .published
-            .iter()
-            .find(|(_, t)| t.info.id == track_id)
-            .map(|(k, _)| *k)
-        else {
+        let Some(key) = publisher.published_key(track_id) else {
             return;
         };
         self.withdraw_track(id, key);
@@ -418,12 +413,7 @@ impl MediaPlane {
         ) else {
             return;
         };
-        let Some(key) = self.peers[&owner]
-            .published
-            .iter()
-            .find(|(_, t)| t.info.id == track_id)
-            .map(|(k, _)| *k)
-        else {
+        let Some(key) = self.peers[&owner].published_key(track_id) else {
             return;
         };
         if let Some(sub) = self
