@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::media::call::IcePolicy;
 use crate::media::engine::{self, MediaCommand, MediaNotice, MediaOptions, PathCheck};
 use crate::media::turn::TurnUrl;
+use crate::media::video::VideoInput;
 use crate::net::NetworkOptions;
 use crate::session::{JoinParams, SignalingSession};
 use crate::ws::SignalingSocket;
@@ -176,6 +177,9 @@ async fn check_path(options: &DoctorOptions, path: PathCheck) -> Result<(f64, St
     let (commands, command_rx) = mpsc::channel(64);
     let (notice_tx, mut notices) = mpsc::channel(256);
     let media = MediaOptions {
+        video: VideoInput::Synthetic,
+        camera_enabled: true,
+        video_sink: None,
         resolution: Size::new(320, 180),
         fps: 5,
         subscribe_size: None,

@@ -18,9 +18,11 @@
 //! // then drain poll_transmit() and poll_event() again.
 //! ```
 
+pub mod conference;
 pub mod doctor;
 pub mod driver;
 pub mod media;
 pub mod net;
+pub mod profile;
 pub mod session;
 pub mod ws;

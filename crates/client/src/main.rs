@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use parley_client::doctor::{Check, DoctorOptions, diagnose};
-use parley_client::driver::{self, Command, DriverError, DriverEvent, DriverOptions};
-use parley_client::media;
+use parley_client::conference::{Conference, ConferenceEvent};
+use parley_client::driver::{Command, DriverError, DriverEvent, DriverOptions};
 use parley_client::media::audio::{AudioInput, AudioOptions, AudioOutput, DeviceChoice};
 use parley_client::media::call::IcePolicy;
-use parley_client::media::engine::{CallReport, MediaCommand, MediaNotice, MediaOptions};
+use parley_client::media::video::VideoInput;
+use parley_client::media::engine::{CallReport, MediaCommand, MediaOptions};
 use parley_client::net::NetworkOptions;
-use parley_client::session::{EndReason, JoinParams, SessionEvent, SignalingSession};
+use parley_client::session::{EndReason, JoinParams, SessionEvent};
 use parley_media::apm::ApmSettings;
 use parley_media::jitter_buffer::JitterSettings;
 use parley_media::scale::Size;
@@ -209,6 +210,7 @@ impl AudioArgs {
             record_playout: self.record_playout.clone(),
             record_microphone: self.record_microphone.clone(),
             detect_markers: true,
+            level_meter: None,
         }
     }
 }
@@ -388,6 +390,9 @@ async fn join(args: JoinArgs) -> u8 {
         }
     };
     let media_options = args.fake_media.then(|| MediaOptions {
+        video: VideoInput::Synthetic,
+        camera_enabled: true,
+        video_sink: None,
         resolution: Size::new(args.resolution.0, args.resolution.1),
         fps: args.fps,
         subscribe_size: args.subscribe_size,
@@ -402,59 +407,28 @@ async fn join(args: JoinArgs) -> u8 {
         eprintln!("parley-cli: {invalid}");
         return exit::JOIN_REFUSED;
     }
-    let (command_tx, command_rx) = mpsc::channel(256);
-    let (event_tx, mut event_rx) = mpsc::channel(1024);
     let options = DriverOptions {
         url: args.url,
         reconnect: !args.no_reconnect,
         give_up_after: Duration::from_mins(1),
         network,
     };
-    let driver = tokio::spawn(driver::run(
-        options,
-        SignalingSession::new(params),
-        command_rx,
-        event_tx,
-    ));
-    let (media_tx, mut media_commands) = mpsc::channel::<MediaCommand>(256);
+    let (conference, mut events) = Conference::start(options, params, media_options);
     if !args.no_stdin {
-        tokio::spawn(read_stdin(command_tx.clone(), media_tx.clone()));
+        tokio::spawn(read_stdin(
+            conference.command_sender(),
+            conference.media_sender(),
+        ));
     }
-    let commands_for_media = command_tx.clone();
-    tokio::spawn(leave_when_done(args.duration, command_tx.clone()));
-    drop(command_tx);
+    tokio::spawn(leave_when_done(args.duration, conference.command_sender()));
 
-    let mut call = None;
-    let (notice_tx, mut notices) = mpsc::channel(1024);
     let mut stdout = std::io::stdout();
-    loop {
-        let event = tokio::select! {
-            event = event_rx.recv() => match event {
-                Some(event) => event,
-                None => break,
-            },
-            Some(notice) = notices.recv() => {
-                match notice {
-                    MediaNotice::Send(msg) => {
-                        let _ = commands_for_media.send(Command::Send(msg)).await;
-                    }
-                    MediaNotice::Line(line) => {
-                        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
-                    }
-                }
-                continue;
-            }
-            Some(command) = media_commands.recv() => {
-                if let Some(call) = &call {
-                    let _ = call_commands(call).send(command).await;
-                }
-                continue;
-            }
+    while let Some(event) = events.recv().await {
+        let line = match event {
+            ConferenceEvent::Driver(event) => event_line(event),
+            ConferenceEvent::Media(line) => Some(line.to_string()),
         };
-        if let DriverEvent::Session(SessionEvent::Message(msg)) = &event {
-            call = steer_call(call, media_options.as_ref(), msg, &notice_tx).await;
-        }
-        let Some(line) = event_line(event) else {
+        let Some(line) = line else {
             continue;
         };
         if writeln!(stdout, "{line}")
@@ -464,14 +438,21 @@ async fn join(args: JoinArgs) -> u8 {
             break;
         }
     }
-    drop(media_tx);
-    if let Some(call) = call
-        && let Err(err) = finish_call(call, args.stats_json.as_deref()).await
-    {
-        eprintln!("parley-cli: {err}");
-        return exit::FAILURE;
+    // Leaving is a no-op when the call already ended by itself.
+    let outcome = conference.leave().await;
+    if let Some(report) = outcome.report {
+        let written = report.map_err(|e| format!("media: {e}")).and_then(|report| {
+            let Some(path) = args.stats_json.as_deref() else {
+                return Ok(());
+            };
+            write_report(path, &report).map_err(|e| format!("writing {}: {e}", path.display()))
+        });
+        if let Err(err) = written {
+            eprintln!("parley-cli: {err}");
+            return exit::FAILURE;
+        }
     }
-    exit_code(driver.await)
+    exit_code(outcome.end)
 }
 
 /// Leaves after `duration`, or when interrupted.
@@ -507,85 +488,22 @@ fn event_line(event: DriverEvent) -> Option<String> {
     })
 }
 
-fn exit_code(driver: Result<Result<EndReason, DriverError>, tokio::task::JoinError>) -> u8 {
-    match driver {
-        Ok(Ok(EndReason::Left)) => exit::OK,
-        Ok(Ok(EndReason::JoinRefused(code))) => {
+fn exit_code(end: Result<EndReason, DriverError>) -> u8 {
+    match end {
+        Ok(EndReason::Left) => exit::OK,
+        Ok(EndReason::JoinRefused(code)) => {
             eprintln!("parley-cli: join refused: {code}");
             exit::JOIN_REFUSED
         }
-        Ok(Ok(EndReason::Closed(reason))) => {
+        Ok(EndReason::Closed(reason)) => {
             eprintln!("parley-cli: the server ended the session: {reason:?}");
             exit::CLOSED_BY_SERVER
         }
-        Ok(Err(err @ (DriverError::Connect(_) | DriverError::Lost(_)))) => {
+        Err(err @ (DriverError::Connect(_) | DriverError::Lost(_))) => {
             eprintln!("parley-cli: {err}");
             exit::CONNECTION
         }
-        Err(err) => {
-            eprintln!("parley-cli: {err}");
-            exit::FAILURE
-        }
     }
-}
-
-type Call = (
-    mpsc::Sender<MediaCommand>,
-    tokio::task::JoinHandle<Result<CallReport, String>>,
-);
-
-fn call_commands(call: &Call) -> &mpsc::Sender<MediaCommand> {
-    &call.0
-}
-
-/// Starts the call on the first `joined` (and again if a fresh join gave us a
-/// new participant id), and hands it the messages it acts on.
-async fn steer_call(
-    call: Option<Call>,
-    options: Option<&MediaOptions>,
-    msg: &ServerMessage,
-    notices: &mpsc::Sender<MediaNotice>,
-) -> Option<Call> {
-    let options = options?;
-    match msg {
-        ServerMessage::Joined(joined) if !joined.resumed || call.is_none() => {
-            if let Some((commands, _)) = call {
-                let _ = commands.send(MediaCommand::Stop).await;
-            }
-            let (tx, rx) = mpsc::channel(256);
-            let mut options = options.clone();
-            options.ice_servers.clone_from(&joined.ice_servers);
-            let task = tokio::spawn(media::engine::run(
-                options,
-                joined.participant_id.clone(),
-                std::time::Instant::now(),
-                rx,
-                notices.clone(),
-            ));
-            Some((tx, task))
-        }
-        ServerMessage::Offer { .. } | ServerMessage::PublishLayers { .. } => {
-            if let Some((commands, _)) = &call {
-                let _ = commands.send(MediaCommand::Server(msg.clone())).await;
-            }
-            call
-        }
-        _ => call,
-    }
-}
-
-/// Stops the call and writes its report where `--stats-json` asked.
-async fn finish_call(call: Call, stats_json: Option<&std::path::Path>) -> Result<(), String> {
-    let (commands, task) = call;
-    let _ = commands.send(MediaCommand::Stop).await;
-    let report = task
-        .await
-        .map_err(|e| format!("media task: {e}"))?
-        .map_err(|e| format!("media: {e}"))?;
-    if let Some(path) = stats_json {
-        write_report(path, &report).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    Ok(())
 }
 
 fn write_report(path: &std::path::Path, report: &CallReport) -> std::io::Result<()> {

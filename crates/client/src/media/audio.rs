@@ -10,7 +10,7 @@
 //! and says so; a device switch asked mid-call happens between two frames.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -73,6 +73,8 @@ pub struct AudioOptions {
     /// and report mouth-to-ear (`cli_audio_latency`). A QA measurement that
     /// costs a correlation per frame; off for people.
     pub detect_markers: bool,
+    /// Where the capture thread keeps the microphone's level (a meter).
+    pub level_meter: Option<Arc<AtomicU8>>,
 }
 
 impl Default for AudioOptions {
@@ -86,6 +88,7 @@ impl Default for AudioOptions {
             record_playout: None,
             record_microphone: None,
             detect_markers: true,
+            level_meter: None,
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct AudioShared {
     /// Audio handed to playout and not yet heard (ms): half of the echo
     /// canceller's delay hint.
     pub playout_delay_ms: AtomicU32,
+    /// The processed microphone's last level (RFC 6464: 0 loudest, 127
+    /// silence), for a level meter.
+    pub input_level: Arc<AtomicU8>,
 }
 
 impl AudioShared {
@@ -108,6 +114,10 @@ impl AudioShared {
             processor: AudioProcessor::new(options.processing).map_err(|e| e.to_string())?,
             muted: AtomicBool::new(options.muted),
             playout_delay_ms: AtomicU32::new(0),
+            input_level: options
+                .level_meter
+                .clone()
+                .unwrap_or_else(|| Arc::new(AtomicU8::new(127))),
         }))
     }
 

@@ -333,6 +333,10 @@ impl CallSession {
             .any(|(a, _, k)| *a == source && matches!(k, CandidateKind::Relay(_)))
     }
 
+    pub fn participant_id(&self) -> &str {
+        &self.participant_id
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected
     }

@@ -26,15 +26,18 @@ use tokio::sync::mpsc;
 
 use str0m::net::Protocol;
 
-use super::audio::{AudioOptions, AudioShared, DeviceChoice, Playout, PlayoutCommand, WavRecorder};
+use super::audio::{
+    AudioInput, AudioOptions, AudioShared, DeviceChoice, Playout, PlayoutCommand, WavRecorder,
+};
 use super::call::{
     CallOutput, CallSession, ConnectionStats, IcePolicy, RemoteTrack, TrackTransportStats,
 };
-use super::publisher::{CaptureSetup, Encoded, EncoderControl, Publisher};
+use super::publisher::{CaptureSetup, Encoded, Publisher, VideoControl, VideoSetup};
 use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
 use super::stun::{StunDiscovery, stun_host_port};
 use super::transport::{self, NetEvent, TurnWriter};
 use super::turn::{RelayEvent, TurnRelay, TurnTransport, TurnUrl};
+use super::video::{VideoInput, VideoSink, remote_tile};
 use crate::net::NetworkOptions;
 
 /// Track ids of what `--fake-media` publishes.
@@ -49,9 +52,15 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct MediaOptions {
-    /// Size of the synthetic camera (the top simulcast layer).
+    /// Camera or synthetic picture.
+    pub video: VideoInput,
+    /// Start with the camera on.
+    pub camera_enabled: bool,
+    /// Size asked of the camera (the top simulcast layer).
     pub resolution: Size,
     pub fps: u32,
+    /// Shown every decoded remote picture when it is due, and the local preview.
+    pub video_sink: Option<Arc<dyn VideoSink>>,
     /// Tile size asked of the SFU for every remote video track.
     pub subscribe_size: Option<(u32, u32)>,
     /// STUN and TURN servers (from `joined`).
@@ -90,6 +99,19 @@ pub enum MediaCommand {
         width: u32,
         height: u32,
     },
+    /// Ask for one remote video track at its tile's size; `None` pauses it
+    /// (the tile is off screen).
+    SubscribeTrack {
+        participant_id: String,
+        track_id: String,
+        size: Option<(u32, u32)>,
+    },
+    /// Camera on or off (off releases the device and tells the room).
+    SetCameraEnabled(bool),
+    SetCamera(VideoInput),
+    SetMicrophone(AudioInput),
+    /// The call's figures so far (the stats overlay).
+    Report(tokio::sync::oneshot::Sender<CallReport>),
     /// Mute or unmute the microphone (muted sends nothing).
     SetMuted(bool),
     /// Play through another speaker from the next frame on.
@@ -302,7 +324,7 @@ pub fn published_tracks(options: &MediaOptions) -> [TrackInfo; 2] {
             id: CAMERA_TRACK.to_owned(),
             kind: TrackKind::Video,
             source: TrackSource::Camera,
-            muted: false,
+            muted: !options.camera_enabled,
             layers,
         },
     ]
@@ -403,6 +425,8 @@ struct Engine {
     sync: HashMap<String, ParticipantSync>,
     /// Decoded pictures held until their audio is heard.
     pending: Vec<PendingFrame>,
+    /// Per remote video track, its tile's size (`None`: paused).
+    tile_sizes: HashMap<(String, String), Option<(u32, u32)>>,
     loss: LossSimulator,
     remotes: HashMap<RemoteTrack, RemoteState>,
     notices: mpsc::Sender<MediaNotice>,
@@ -430,7 +454,15 @@ fn start_media(
             .transpose()?,
         notices: notices.clone(),
     };
-    let publisher = Publisher::start(options.resolution, options.fps, capture, encoded)?;
+    let video = VideoSetup {
+        input: options.video.clone(),
+        size: options.resolution,
+        fps: options.fps,
+        enabled: options.camera_enabled,
+        sink: options.video_sink.clone(),
+        notices: notices.clone(),
+    };
+    let publisher = Publisher::start(video, capture, encoded)?;
     Ok((audio, playout, publisher))
 }
 
@@ -486,6 +518,7 @@ pub async fn run(
         playout,
         sync: HashMap::new(),
         pending: Vec::new(),
+        tile_sizes: HashMap::new(),
         remotes: HashMap::new(),
         notices,
         joined_at,
@@ -582,6 +615,12 @@ impl Engine {
                 ..
             }) = self.remotes.get_mut(&due.track)
             {
+                if let Some(sink) = &self.options.video_sink {
+                    sink.show(
+                        &remote_tile(&due.track.participant_id, &due.track.track_id),
+                        &due.frame,
+                    );
+                }
                 video.present(due.frame, now);
             }
         }
@@ -596,6 +635,36 @@ impl Engine {
                 for track in tracks {
                     self.subscribe(&track).await;
                 }
+            }
+            MediaCommand::SubscribeTrack {
+                participant_id,
+                track_id,
+                size,
+            } => {
+                let track = self
+                    .call
+                    .remote_tracks()
+                    .find(|t| t.participant_id == participant_id && t.track_id == track_id)
+                    .cloned();
+                self.tile_sizes.insert((participant_id, track_id), size);
+                if let Some(track) = track {
+                    self.subscribe(&track).await;
+                }
+            }
+            MediaCommand::SetCameraEnabled(enabled) => {
+                self.publisher.control(VideoControl::SetEnabled(enabled));
+                self.send(ClientMessage::SetMuted {
+                    track_id: CAMERA_TRACK.to_owned(),
+                    muted: !enabled,
+                })
+                .await;
+            }
+            MediaCommand::SetCamera(input) => {
+                self.publisher.control(VideoControl::SetInput(input));
+            }
+            MediaCommand::SetMicrophone(input) => self.publisher.set_microphone(input),
+            MediaCommand::Report(reply) => {
+                let _ = reply.send(self.report(self.call.participant_id().to_owned()));
             }
             MediaCommand::SetMuted(muted) => self.set_muted(muted).await,
             MediaCommand::SetSpeaker(choice) => {
@@ -865,6 +934,9 @@ impl Engine {
                         let after: Vec<RemoteTrack> = self.call.remote_tracks().cloned().collect();
                         for gone in before.iter().filter(|t| !after.contains(t)) {
                             self.audio.mixer().remove(&track_key(gone));
+                            if let Some(sink) = &self.options.video_sink {
+                                sink.clear(&remote_tile(&gone.participant_id, &gone.track_id));
+                            }
                         }
                     }
                     Err(error) => {
@@ -875,7 +947,7 @@ impl Engine {
             }
             ServerMessage::PublishLayers { track_id, active } if track_id == CAMERA_TRACK => {
                 for (layer, rid) in RIDS.iter().enumerate() {
-                    self.publisher.control(EncoderControl::SetActive {
+                    self.publisher.control(VideoControl::SetActive {
                         layer,
                         active: active.iter().any(|a| a == rid),
                     });
@@ -885,20 +957,28 @@ impl Engine {
         }
     }
 
-    /// Tells the SFU the tile size this remote video track is shown at.
+    /// Tells the SFU the tile size this remote video track is shown at:
+    /// its own tile's size when the application gave one, else the size
+    /// for every track.
     async fn subscribe(&mut self, track: &RemoteTrack) {
-        let Some((width, height)) = self.options.subscribe_size else {
-            return;
-        };
         if track.kind != TrackKind::Video {
             return;
         }
+        let key = (track.participant_id.clone(), track.track_id.clone());
+        let size = match self.tile_sizes.get(&key) {
+            Some(size) => *size,
+            None => match self.options.subscribe_size {
+                Some(size) => Some(size),
+                None => return,
+            },
+        };
+        let (width, height) = size.unwrap_or((0, 0));
         self.send(ClientMessage::UpdateSubscription(SubscriptionPreference {
-            participant_id: track.participant_id.clone(),
-            track_id: track.track_id.clone(),
-            max_width: Some(width),
-            max_height: Some(height),
-            paused: false,
+            participant_id: key.0,
+            track_id: key.1,
+            max_width: size.map(|_| width),
+            max_height: size.map(|_| height),
+            paused: size.is_none(),
         }))
         .await;
     }
@@ -970,7 +1050,7 @@ impl Engine {
                 CallOutput::KeyframeRequested { rid, .. } => {
                     for (layer, name) in RIDS.iter().enumerate() {
                         if rid.as_deref().is_none_or(|r| r == *name) {
-                            self.publisher.control(EncoderControl::Keyframe { layer });
+                            self.publisher.control(VideoControl::Keyframe { layer });
                         }
                     }
                 }
@@ -1027,7 +1107,15 @@ impl Engine {
                             track: track.clone(),
                             frame,
                         }),
-                        _ => video.present(frame, now_us),
+                        _ => {
+                            if let Some(sink) = &self.options.video_sink {
+                                sink.show(
+                                    &remote_tile(&track.participant_id, &track.track_id),
+                                    &frame,
+                                );
+                            }
+                            video.present(frame, now_us);
+                        }
                     }
                     decoded
                 });

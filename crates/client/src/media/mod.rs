@@ -10,3 +10,4 @@ pub mod receiver;
 pub mod stun;
 pub mod transport;
 pub mod turn;
+pub mod video;

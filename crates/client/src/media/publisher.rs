@@ -1,5 +1,6 @@
-//! What a call publishes: a stamped synthetic camera encoded as three
-//! simulcast layers, and the microphone (a real one through cpal, or
+//! What a call publishes: the camera (a real one through nokhwa, or the
+//! stamped synthetic picture) encoded as three simulcast layers, and the
+//! microphone (a real one through cpal, or
 //! synthetic speech) cleaned by the audio processing module and encoded as
 //! Opus, each on its own thread so encoding never stalls the network loop.
 
@@ -12,18 +13,18 @@ use std::time::{Duration, Instant};
 use parley_media::audio_device::{Microphone, default_microphone};
 use parley_media::capture::{AudioSource, VideoSource};
 use parley_media::clock::unix_micros;
-use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME, level_db};
+use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME, VideoFrame, level_db};
 use parley_media::h264::EncoderComplexity;
 use parley_media::opus_codec::{MAX_PACKET, OpusEncoder, OpusSettings};
 use parley_media::scale::Size;
 use parley_media::simulcast::{LAYERS, SimulcastEncoder, default_layers};
 use parley_media::synthetic_audio::{Signal, SyntheticAudio};
-use parley_media::synthetic_video::SyntheticVideo;
 use parley_media::vad::VoiceDetector;
 use tokio::sync::mpsc;
 
 use super::audio::{AudioInput, AudioShared, DeviceChoice, WavRecorder};
 use super::engine::MediaNotice;
+use super::video::{LOCAL_TILE, VideoInput, VideoSink, open_video};
 
 /// Talking while muted for this long shows the hint.
 const MUTED_TALKING_AFTER: u32 = 25;
@@ -51,11 +52,27 @@ pub enum Encoded {
     },
 }
 
-/// What the network loop asks of the video encoder.
-#[derive(Debug, Clone, Copy)]
-pub enum EncoderControl {
+/// What the network loop and the application ask of the video thread.
+#[derive(Debug, Clone)]
+pub enum VideoControl {
     Keyframe { layer: usize },
     SetActive { layer: usize, active: bool },
+    /// Capture from another camera from the next frame on.
+    SetInput(VideoInput),
+    /// Camera off releases the device and sends nothing; on reopens it.
+    SetEnabled(bool),
+}
+
+/// What the video thread needs.
+#[derive(Debug)]
+pub struct VideoSetup {
+    pub input: VideoInput,
+    pub size: Size,
+    pub fps: u32,
+    pub enabled: bool,
+    /// Shown every captured frame as the local preview.
+    pub sink: Option<Arc<dyn VideoSink>>,
+    pub notices: mpsc::Sender<MediaNotice>,
 }
 
 /// What the audio capture thread needs.
@@ -70,7 +87,8 @@ pub struct CaptureSetup {
 #[derive(Debug)]
 pub struct Publisher {
     stop: Arc<AtomicBool>,
-    control: std_mpsc::Sender<EncoderControl>,
+    control: std_mpsc::Sender<VideoControl>,
+    microphone: std_mpsc::Sender<AudioInput>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -81,16 +99,16 @@ pub fn audio_level(samples: &[f32]) -> u8 {
 
 impl Publisher {
     pub fn start(
-        size: Size,
-        fps: u32,
+        video: VideoSetup,
         capture: CaptureSetup,
         out: mpsc::Sender<Encoded>,
     ) -> Result<Self, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let (control_tx, control_rx) = std_mpsc::channel();
+        let (microphone_tx, microphone_rx) = std_mpsc::channel();
         let pool = FramePool::new(8);
         let encoder = SimulcastEncoder::new(
-            default_layers(size, fps as f32),
+            default_layers(video.size, video.fps as f32),
             EncoderComplexity::Low,
             pool.clone(),
         )
@@ -100,11 +118,15 @@ impl Publisher {
         let video = {
             let (stop, out) = (Arc::clone(&stop), out.clone());
             std::thread::Builder::new()
-                .name("fake-video".into())
+                .name("video-capture".into())
                 .spawn(move || {
-                    let synthetic = SyntheticVideo::new(size.width, size.height, pool.clone());
-                    let source = VideoSource::synthetic(synthetic, fps);
-                    encode_video(source, encoder, &pool, &control_rx, &stop, &out);
+                    VideoCapture {
+                        setup: video,
+                        encoder,
+                        pool,
+                        buffers: Default::default(),
+                    }
+                    .run(&control_rx, &stop, &out);
                 })
                 .map_err(|e| e.to_string())?
         };
@@ -113,19 +135,25 @@ impl Publisher {
             std::thread::Builder::new()
                 .name("audio-capture".into())
                 .spawn(move || {
-                    AudioCapture::new(capture, audio_encoder).run(&stop, &out);
+                    AudioCapture::new(capture, audio_encoder).run(&microphone_rx, &stop, &out);
                 })
                 .map_err(|e| e.to_string())?
         };
         Ok(Self {
             stop,
             control: control_tx,
+            microphone: microphone_tx,
             threads: vec![video, audio],
         })
     }
 
-    pub fn control(&self, control: EncoderControl) {
+    pub fn control(&self, control: VideoControl) {
         let _ = self.control.send(control);
+    }
+
+    /// Captures from another microphone from the next frame on.
+    pub fn set_microphone(&self, input: AudioInput) {
+        let _ = self.microphone.send(input);
     }
 
     pub fn stop(self) {
@@ -136,55 +164,143 @@ impl Publisher {
     }
 }
 
-fn encode_video(
-    mut source: VideoSource,
-    mut encoder: SimulcastEncoder,
-    pool: &FramePool,
-    control: &std_mpsc::Receiver<EncoderControl>,
-    stop: &AtomicBool,
-    out: &mpsc::Sender<Encoded>,
-) {
-    let mut buffers: [Vec<u8>; LAYERS] = Default::default();
-    while !stop.load(Ordering::Relaxed) {
-        while let Ok(command) = control.try_recv() {
-            match command {
-                EncoderControl::Keyframe { layer } if layer < LAYERS => {
-                    encoder.request_keyframe(layer);
-                }
-                EncoderControl::SetActive { layer, active } if layer < LAYERS => {
-                    encoder.set_active(layer, active);
-                }
-                _ => {}
+/// Capture → local preview → simulcast encoder, on its own thread.
+struct VideoCapture {
+    setup: VideoSetup,
+    encoder: SimulcastEncoder,
+    pool: FramePool,
+    buffers: [Vec<u8>; LAYERS],
+}
+
+/// While the camera is off or failed, control is checked this often.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+impl VideoCapture {
+    fn line(&self, value: serde_json::Value) {
+        let _ = self.setup.notices.blocking_send(MediaNotice::Line(value));
+    }
+
+    /// Opens the configured camera; a failure is reported and leaves the
+    /// camera off until another is chosen.
+    fn open(&self) -> Option<VideoSource> {
+        if !self.setup.enabled {
+            return None;
+        }
+        match open_video(&self.setup.input, self.setup.size, self.setup.fps, &self.pool) {
+            Ok(source) => Some(source),
+            Err(error) => {
+                self.line(serde_json::json!({
+                    "type": "cli_video_device_error",
+                    "error": error.to_string(),
+                }));
+                None
             }
         }
-        let frame = match source.next_frame() {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!("synthetic video stopped: {e}");
+    }
+
+    /// Applies control messages; returns whether the source must be reopened.
+    fn apply(&mut self, command: VideoControl) -> bool {
+        match command {
+            VideoControl::Keyframe { layer } if layer < LAYERS => {
+                self.encoder.request_keyframe(layer);
+            }
+            VideoControl::SetActive { layer, active } if layer < LAYERS => {
+                self.encoder.set_active(layer, active);
+            }
+            VideoControl::SetInput(input) => {
+                self.setup.input = input;
+                return true;
+            }
+            VideoControl::SetEnabled(enabled) if enabled != self.setup.enabled => {
+                self.setup.enabled = enabled;
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn run(
+        mut self,
+        control: &std_mpsc::Receiver<VideoControl>,
+        stop: &AtomicBool,
+        out: &mpsc::Sender<Encoded>,
+    ) {
+        let mut source = self.open();
+        while !stop.load(Ordering::Relaxed) {
+            let mut reopen = false;
+            if source.is_none() {
+                // Nothing to capture: wait for a control message instead of spinning.
+                if let Ok(command) = control.recv_timeout(IDLE_POLL) {
+                    reopen |= self.apply(command);
+                }
+            }
+            while let Ok(command) = control.try_recv() {
+                reopen |= self.apply(command);
+            }
+            if reopen {
+                // The old device is released before the new one is opened.
+                drop(source.take());
+                if let Some(sink) = &self.setup.sink {
+                    sink.clear(LOCAL_TILE);
+                }
+                source = self.open();
+                // The first picture from the new source starts a fresh GOP.
+                for layer in 0..LAYERS {
+                    self.encoder.request_keyframe(layer);
+                }
+            }
+            let Some(capturing) = source.as_mut() else {
+                continue;
+            };
+            let frame = match capturing.next_frame() {
+                Ok(frame) => frame,
+                Err(error) => {
+                    self.line(serde_json::json!({
+                        "type": "cli_video_device_error",
+                        "error": error.to_string(),
+                    }));
+                    source = None;
+                    if let Some(sink) = &self.setup.sink {
+                        sink.clear(LOCAL_TILE);
+                    }
+                    continue;
+                }
+            };
+            if let Some(sink) = &self.setup.sink {
+                sink.show(LOCAL_TILE, &frame);
+            }
+            if !self.encode(frame, out) {
                 return;
             }
-        };
+        }
+    }
+
+    /// Encodes one picture and hands its layers on; false once the network
+    /// loop is gone.
+    fn encode(&mut self, frame: VideoFrame, out: &mpsc::Sender<Encoded>) -> bool {
         let rtp_time = frame.captured_at_us * 90 / 1000;
-        let encoded = encoder.encode(&frame, &mut buffers);
-        pool.recycle(frame);
+        let encoded = self.encoder.encode(&frame, &mut self.buffers);
+        self.pool.recycle(frame);
         let Ok(encoded) = encoded.inspect_err(|e| tracing::warn!("encoding failed: {e}")) else {
-            continue;
+            return true;
         };
         // Largest first: a subscriber moving up a layer gets the new layer's
         // picture before the old layer's copy of it, so nothing is shown twice.
         for (layer, info) in encoded.iter().enumerate().rev() {
-            if info.is_none() || buffers[layer].is_empty() {
+            if info.is_none() || self.buffers[layer].is_empty() {
                 continue;
             }
             let unit = Encoded::Video {
                 layer,
                 rtp_time,
-                data: buffers[layer].clone(),
+                data: self.buffers[layer].clone(),
             };
             if out.blocking_send(unit).is_err() {
-                return;
+                return false;
             }
         }
+        true
     }
 }
 
@@ -267,22 +383,33 @@ impl AudioCapture {
         }
     }
 
-    fn run(mut self, stop: &AtomicBool, out: &mpsc::Sender<Encoded>) {
-        let Some(mut source) = self.open_source() else {
-            return;
-        };
+    fn run(
+        mut self,
+        switches: &std_mpsc::Receiver<AudioInput>,
+        stop: &AtomicBool,
+        out: &mpsc::Sender<Encoded>,
+    ) {
+        let mut source = self.open_source();
         let mut frame = AudioFrame::silent();
         let mut packet = vec![0u8; MAX_PACKET];
         let mut rtp_time = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            if let Err(error) = source.next_frame(&mut frame) {
-                match self.fall_back(&error.to_string()) {
-                    Some(next) => {
-                        source = next;
-                        continue;
-                    }
-                    None => break,
-                }
+            let mut switch_to = switches.try_iter().last();
+            if source.is_none() && switch_to.is_none() {
+                // No microphone: wait for one to be chosen.
+                switch_to = switches.recv_timeout(IDLE_POLL).ok();
+            }
+            if let Some(input) = switch_to {
+                self.setup.input = input;
+                drop(source.take());
+                source = self.open_source();
+            }
+            let Some(capturing) = source.as_mut() else {
+                continue;
+            };
+            if let Err(error) = capturing.next_frame(&mut frame) {
+                source = self.fall_back(&error.to_string());
+                continue;
             }
             let time = rtp_time;
             rtp_time += SAMPLES_PER_FRAME as u64;
@@ -327,6 +454,10 @@ impl AudioCapture {
             tracing::warn!("{e}");
         }
         let talking = self.vad.process(&frame.samples);
+        // The meter moves while muted too: it is how people notice.
+        shared
+            .input_level
+            .store(audio_level(&frame.samples), Ordering::Relaxed);
         let muted = shared.muted.load(Ordering::Relaxed);
         if muted != self.muted {
             self.muted = muted;

@@ -1,0 +1,177 @@
+//! Parley's desktop app: a Tauri 2 window over the call engine. The page
+//! (`ui/`) draws; [`state::App`] routes its commands to the engine and the
+//! engine's events back; pictures travel over [`frames`].
+
+// A release build is a GUI program on Windows: no console window.
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+mod args;
+mod commands;
+mod devices;
+mod diagnostics;
+mod error;
+mod frame_server;
+mod frames;
+mod host;
+mod logging;
+mod state;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser as _;
+use parley_client::profile::{ProfileStore, WindowGeometry};
+use tauri::{Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEvent};
+
+use crate::args::{AppArgs, FrameTransport};
+use crate::frames::{FrameHub, Window};
+use crate::state::{App, AppParts};
+
+const DEFAULT_SIZE: (f64, f64) = (1280.0, 720.0);
+const MIN_SIZE: (f64, f64) = (480.0, 360.0);
+
+fn main() -> ExitCode {
+    let args = AppArgs::parse();
+    if let Err(message) = display_available() {
+        eprintln!("parley: {message}");
+        return ExitCode::FAILURE;
+    }
+    let log_dir = logging::log_dir(args.profile_dir.as_deref());
+    let _log_guard = match logging::init(&args.log_level, &log_dir) {
+        Ok(guard) => guard,
+        Err(message) => {
+            eprintln!("parley: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(profile_dir) = args.profile_dir.clone().or_else(ProfileStore::default_dir) else {
+        eprintln!("parley: no place for the profile; pass --profile-dir DIR");
+        return ExitCode::FAILURE;
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), profile = %profile_dir.display(), logs = %log_dir.display(), "starting");
+    match run(args, ProfileStore::new(profile_dir), log_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("parley: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A window needs a display; say how to get one rather than crash in GTK.
+fn display_available() -> Result<(), String> {
+    if cfg!(target_os = "linux")
+        && std::env::var_os("DISPLAY").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        return Err("no display (neither DISPLAY nor WAYLAND_DISPLAY is set). \
+             Run it from a desktop session, or under a virtual display: \
+             xvfb-run -a parley --fake-media"
+            .into());
+    }
+    Ok(())
+}
+
+fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyhow::Result<()> {
+    let app = tauri::Builder::default()
+        .invoke_handler(tauri::generate_handler![
+            commands::app_info,
+            commands::list_devices,
+            commands::select_device,
+            commands::start_preview,
+            commands::stop_preview,
+            commands::save_settings,
+            commands::host,
+            commands::join,
+            commands::leave,
+            commands::send_chat,
+            commands::set_muted,
+            commands::set_camera,
+            commands::set_volume,
+            commands::subscribe_tile,
+            commands::test_connection,
+            commands::export_diagnostics,
+            commands::frames_subscribe,
+            commands::frames_ack,
+            commands::frame_stats,
+        ])
+        .setup(move |tauri_app| {
+            let hub = FrameHub::new();
+            let window = Arc::new(Window::default());
+            let frame_url = match args.frame_transport {
+                FrameTransport::Websocket => Some(
+                    tauri::async_runtime::block_on(frame_server::FrameServer::start(
+                        Arc::clone(&hub),
+                        Arc::clone(&window),
+                    ))?
+                    .url,
+                ),
+                FrameTransport::Channel => None,
+            };
+            let state = App::new(AppParts {
+                args: args.clone(),
+                handle: tauri_app.handle().clone(),
+                store: store.clone(),
+                hub,
+                window,
+                frame_url,
+                log_dir: log_dir.clone(),
+            });
+            open_window(tauri_app, state.profile().window)?;
+            tauri_app.manage(state);
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            if let WindowEvent::CloseRequested { .. } = event {
+                remember_geometry(window);
+            }
+        })
+        .build(tauri::generate_context!())?;
+    app.run(|handle, event| {
+        if let RunEvent::ExitRequested { .. } = event {
+            let state = handle.state::<Arc<App>>();
+            tauri::async_runtime::block_on(state.shutdown());
+        }
+    });
+    Ok(())
+}
+
+fn open_window(app: &tauri::App, geometry: Option<WindowGeometry>) -> tauri::Result<()> {
+    let (width, height) =
+        geometry.map_or(DEFAULT_SIZE, |g| (f64::from(g.width), f64::from(g.height)));
+    let mut builder = WebviewWindowBuilder::new(app, "main", WebviewUrl::default())
+        .title("Parley")
+        .inner_size(width.max(MIN_SIZE.0), height.max(MIN_SIZE.1))
+        .min_inner_size(MIN_SIZE.0, MIN_SIZE.1);
+    if let Some(geometry) = geometry {
+        builder = builder
+            .position(f64::from(geometry.x), f64::from(geometry.y))
+            .maximized(geometry.maximized);
+    }
+    builder.build()?;
+    Ok(())
+}
+
+fn remember_geometry(window: &tauri::Window) {
+    let (Ok(position), Ok(size), Ok(scale)) = (
+        window.outer_position(),
+        window.inner_size(),
+        window.scale_factor(),
+    ) else {
+        return;
+    };
+    let position = position.to_logical::<f64>(scale);
+    let size = size.to_logical::<f64>(scale);
+    let geometry = WindowGeometry {
+        x: position.x as i32,
+        y: position.y as i32,
+        width: size.width as u32,
+        height: size.height as u32,
+        maximized: window.is_maximized().unwrap_or(false),
+    };
+    let state = window.state::<Arc<App>>();
+    if let Err(err) = state.update_profile(|p| p.window = Some(geometry)) {
+        tracing::warn!("window size not remembered: {err}");
+    }
+}
