@@ -20,6 +20,7 @@ const COMMANDS: &[&str] = &[
     "export_diagnostics",
     "frames_subscribe",
     "frames_ack",
+    "notify",
     "frame_stats",
 ];
 

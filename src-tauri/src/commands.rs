@@ -1,6 +1,9 @@
 //! The commands the page calls. Each one is a line or two into [`App`]:
 //! decisions live in the engine and the app state, not here.
 
+// Tauri's command macro hands every argument over by value.
+#![allow(clippy::needless_pass_by_value)]
+
 use std::sync::Arc;
 
 use parley_client::doctor::{Check, DoctorOptions, diagnose};
@@ -36,8 +39,8 @@ pub async fn select_device(app: AppState<'_>, kind: DeviceKind, id: String) -> A
 }
 
 #[tauri::command]
-pub fn start_preview(app: AppState<'_>) -> AppResult<()> {
-    app.start_preview()
+pub fn start_preview(app: AppState<'_>, camera: bool) -> AppResult<()> {
+    app.start_preview(camera)
 }
 
 #[tauri::command]
@@ -164,11 +167,28 @@ pub fn frames_subscribe(app: AppState<'_>, channel: Channel<InvokeResponseBody>)
     tauri::async_runtime::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             // The channel takes ownership: one copy per picture.
-            if channel.send(InvokeResponseBody::Raw(bytes.to_vec())).is_err() {
+            if channel
+                .send(InvokeResponseBody::Raw(bytes.to_vec()))
+                .is_err()
+            {
                 return;
             }
         }
     });
+}
+
+/// A desktop notification (chat while the window is in the background).
+#[tauri::command]
+pub fn notify(handle: tauri::AppHandle, title: String, body: String) -> AppResult<()> {
+    use tauri_plugin_notification::NotificationExt as _;
+    let short = |text: &str, max: usize| text.chars().take(max).collect::<String>();
+    handle
+        .notification()
+        .builder()
+        .title(short(&title, 64))
+        .body(short(&body, 200))
+        .show()
+        .map_err(|e| AppError::Io(format!("notification: {e}")))
 }
 
 #[tauri::command]

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread::JoinHandle;
 
 use parley_client::media::audio::{AudioInput, AudioOutput, DeviceChoice};
+use parley_client::media::publisher::audio_level;
 use parley_client::media::video::VideoInput;
 use parley_client::profile::SavedDevice;
 use parley_media::audio_device::{
@@ -18,7 +19,6 @@ use parley_media::audio_device::{
 use parley_media::camera::list_cameras;
 use parley_media::capture::AudioSource;
 use parley_media::device::DeviceInfo;
-use parley_client::media::publisher::audio_level;
 use parley_media::frame::AudioFrame;
 use parley_media::synthetic_audio::{Signal, SyntheticAudio};
 use serde::Serialize;
@@ -63,8 +63,10 @@ pub fn list(fake_media: bool) -> DeviceList {
     let mut devices = DeviceList::default();
     if fake_media {
         devices.cameras = synthetic("camera", &["Synthetic camera", "Synthetic camera 2"]);
-        devices.microphones =
-            synthetic("microphone", &["Synthetic microphone", "Synthetic microphone 2"]);
+        devices.microphones = synthetic(
+            "microphone",
+            &["Synthetic microphone", "Synthetic microphone 2"],
+        );
         devices.speakers = synthetic("speaker", &["Silent speaker"]);
     }
     let mut add = |kind: &str,

@@ -24,13 +24,16 @@ pub fn export(app: &App, into: &Path) -> AppResult<PathBuf> {
     let mut zip = zip::ZipWriter::new(file);
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let mut add = |name: &str, bytes: &[u8]| -> AppResult<()> {
-        zip.start_file(name, options).map_err(zip_error)?;
+        zip.start_file(name, options).map_err(|e| zip_error(&e))?;
         zip.write_all(bytes)?;
         Ok(())
     };
     add("versions.json", versions().to_string().as_bytes())?;
     let (stats, lines, frames) = {
-        let recent = app.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = app
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (
             serde_json::to_string_pretty(&recent.stats).unwrap_or_default(),
             recent
@@ -52,15 +55,18 @@ pub fn export(app: &App, into: &Path) -> AppResult<PathBuf> {
     let profile = toml::to_string_pretty(&app.profile()).unwrap_or_default();
     add("profile.toml", profile.as_bytes())?;
     for log in log_files(&app.log_dir) {
-        let name = format!("logs/{}", log.file_name().unwrap_or_default().to_string_lossy());
+        let name = format!(
+            "logs/{}",
+            log.file_name().unwrap_or_default().to_string_lossy()
+        );
         add(&name, &tail(&log)?)?;
     }
-    zip.finish().map_err(zip_error)?;
+    zip.finish().map_err(|e| zip_error(&e))?;
     tracing::info!(path = %path.display(), "diagnostics exported");
     Ok(path)
 }
 
-fn zip_error(err: zip::result::ZipError) -> AppError {
+fn zip_error(err: &zip::result::ZipError) -> AppError {
     AppError::Io(format!("writing the zip: {err}"))
 }
 
@@ -93,8 +99,9 @@ fn log_files(dir: &Path) -> Vec<PathBuf> {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(crate::logging::FILE_PREFIX))
+                    p.file_name().is_some_and(|n| {
+                        n.to_string_lossy().starts_with(crate::logging::FILE_PREFIX)
+                    })
                 })
                 .collect()
         })

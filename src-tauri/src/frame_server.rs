@@ -45,8 +45,15 @@ async fn serve(listener: TcpListener, token: String, hub: Arc<FrameHub>, window:
         };
         let _ = stream.set_nodelay(true);
         let expected = format!("/frames?token={token}");
+        // The handshake callback's error type is tungstenite's, large or not.
+        #[allow(clippy::result_large_err)]
         let check = move |request: &Request, response: Response| {
-            if request.uri().path_and_query().map(|p| p.as_str()) == Some(expected.as_str()) {
+            if request
+                .uri()
+                .path_and_query()
+                .map(tokio_tungstenite::tungstenite::http::uri::PathAndQuery::as_str)
+                == Some(expected.as_str())
+            {
                 Ok(response)
             } else {
                 let mut refusal = ErrorResponse::new(Some("bad token".into()));

@@ -28,9 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use parley_client::media::video::VideoSink;
+use parley_client::media::video::{LOCAL_TILE, VideoSink};
 use parley_media::clock::unix_micros;
 use parley_media::frame::VideoFrame;
+use parley_media::scale::Scaler;
 use tokio::sync::{Notify, mpsc};
 
 pub const HEADER_LEN: usize = 32;
@@ -40,6 +41,9 @@ const MAGIC: &[u8; 4] = b"PLYF";
 pub const MAX_IN_FLIGHT: usize = 6;
 /// Buffers kept for reuse; beyond this they are freed.
 const POOL_BUFFERS: usize = 24;
+/// The self view is a small tile: the camera's picture is scaled down to
+/// this width before it crosses to the page (a quarter of 720p's bytes).
+const LOCAL_MAX_WIDTH: u32 = 640;
 
 /// Counters for the stats overlay, diagnostics and benchmarks.
 #[derive(Debug, Default, serde::Serialize, Clone)]
@@ -73,6 +77,8 @@ pub struct FrameHub {
     offered: AtomicU64,
     replaced: AtomicU64,
     sent: AtomicU64,
+    /// The self view's scaler and its output buffer.
+    local: Mutex<Option<(Scaler, VideoFrame)>>,
 }
 
 impl std::fmt::Debug for FrameHub {
@@ -167,6 +173,20 @@ impl FrameHub {
 impl VideoSink for FrameHub {
     fn show(&self, tile: &str, frame: &VideoFrame) {
         self.offered.fetch_add(1, Ordering::Relaxed);
+        if tile == LOCAL_TILE && frame.width() > LOCAL_MAX_WIDTH {
+            let width = LOCAL_MAX_WIDTH;
+            let height = (frame.height() * width / frame.width()) & !1;
+            let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+            let (scaler, small) =
+                local.get_or_insert_with(|| (Scaler::default(), VideoFrame::new(width, height)));
+            if small.width() != width || small.height() != height {
+                small.reshape(width, height);
+            }
+            if scaler.scale_into(frame, small).is_ok() {
+                self.put(tile, width, height, &[small.as_bytes()]);
+            }
+            return;
+        }
         self.put(tile, frame.width(), frame.height(), &[frame.as_bytes()]);
     }
 
@@ -226,12 +246,18 @@ pub struct Window {
 
 impl Window {
     fn sent(&self) {
-        *self.in_flight.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
     }
 
     /// The page drew (or dropped) `count` frames.
     pub fn acknowledge(&self, count: usize) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *in_flight = in_flight.saturating_sub(count);
         drop(in_flight);
         self.room.notify_one();
@@ -239,14 +265,22 @@ impl Window {
 
     /// A fresh page starts with nothing in flight.
     pub fn reset(&self) {
-        *self.in_flight.lock().unwrap_or_else(PoisonError::into_inner) = 0;
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = 0;
         self.room.notify_one();
     }
 
     async fn wait_for_room(&self) {
         loop {
             let notified = self.room.notified();
-            if *self.in_flight.lock().unwrap_or_else(PoisonError::into_inner) < MAX_IN_FLIGHT {
+            if *self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                < MAX_IN_FLIGHT
+            {
                 return;
             }
             notified.await;
@@ -284,7 +318,7 @@ mod tests {
         assert_eq!(first[HEADER_LEN + id_len], 30);
         assert_eq!(first.len(), HEADER_LEN + 1 + 16 * 16 * 3 / 2);
         let second = hub.take(8).unwrap();
-        assert_eq!(&second[HEADER_LEN..HEADER_LEN + 1], b"b");
+        assert_eq!(second[HEADER_LEN], b'b');
         assert!(hub.take(9).is_none());
         let counters = hub.counters();
         assert_eq!(

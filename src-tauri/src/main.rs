@@ -75,6 +75,7 @@ fn display_available() -> Result<(), String> {
 
 fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyhow::Result<()> {
     let app = tauri::Builder::default()
+        .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![
             commands::app_info,
             commands::list_devices,
@@ -94,6 +95,7 @@ fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyho
             commands::export_diagnostics,
             commands::frames_subscribe,
             commands::frames_ack,
+            commands::notify,
             commands::frame_stats,
         ])
         .setup(move |tauri_app| {

@@ -121,6 +121,8 @@ pub struct App {
     devices: Mutex<DeviceList>,
     selected: Mutex<Selected>,
     preview: Mutex<Option<Preview>>,
+    /// Whether the preview shows the camera (the prejoin camera button).
+    preview_camera: std::sync::atomic::AtomicBool,
     call: tokio::sync::Mutex<Option<ActiveCall>>,
     host: tokio::sync::Mutex<Option<HostedServer>>,
     pub recent: Mutex<Recent>,
@@ -174,6 +176,7 @@ impl App {
             devices: Mutex::new(DeviceList::default()),
             selected: Mutex::new(Selected::default()),
             preview: Mutex::new(None),
+            preview_camera: std::sync::atomic::AtomicBool::new(true),
             call: tokio::sync::Mutex::new(None),
             host: tokio::sync::Mutex::new(None),
             recent: Mutex::new(Recent::default()),
@@ -238,7 +241,8 @@ impl App {
             .args
             .name
             .clone()
-            .or_else(|| Some(profile.display_name.clone()).filter(|n| !n.is_empty()))?;
+            .or_else(|| Some(profile.display_name.clone()).filter(|n| !n.is_empty()))
+            .or_else(login_name)?;
         Some(JoinRequest {
             server,
             room,
@@ -305,7 +309,9 @@ impl App {
         let call = self.call.lock().await;
         if let Some(call) = call.as_ref() {
             let command = match kind {
-                DeviceKind::Camera => devices::video_input(Some(&device)).map(MediaCommand::SetCamera),
+                DeviceKind::Camera => {
+                    devices::video_input(Some(&device)).map(MediaCommand::SetCamera)
+                }
                 DeviceKind::Microphone => Some(MediaCommand::SetMicrophone(devices::audio_input(
                     Some(&device),
                 ))),
@@ -321,18 +327,21 @@ impl App {
             }
         } else if lock(&self.preview).is_some() {
             drop(call);
-            self.start_preview()?;
+            self.start_preview(self.preview_camera.load(Ordering::Relaxed))?;
         }
         saving
     }
 
     /// The prejoin camera preview and microphone meter.
-    pub fn start_preview(&self) -> AppResult<()> {
+    /// `camera` false shows no picture and leaves the camera closed.
+    pub fn start_preview(&self, camera: bool) -> AppResult<()> {
         let selected = lock(&self.selected).clone();
         // Release the devices before opening them again.
         *lock(&self.preview) = None;
+        self.preview_camera.store(camera, Ordering::Relaxed);
         let mut problems = Vec::new();
-        let camera = match devices::video_input(selected.camera.as_ref()) {
+        let input = devices::video_input(selected.camera.as_ref()).filter(|_| camera);
+        let camera = match input {
             Some(input) => {
                 let (errors, _) = std::sync::mpsc::channel();
                 match CameraPreview::start(
@@ -478,7 +487,9 @@ impl App {
             server_url: url,
         });
         drop(call);
-        let _ = self.handle.emit("call-state", serde_json::json!({"state": "connecting"}));
+        let _ = self
+            .handle
+            .emit("call-state", serde_json::json!({"state": "connecting"}));
         self.update_profile(|p| {
             p.display_name = name;
             p.last_server = Some(request.server.clone());
@@ -489,10 +500,13 @@ impl App {
     /// Polls the engine's figures once a second for the stats overlay; ends
     /// with the call (when the engine stops answering). Holds the call's
     /// level meter alive as long.
-    fn spawn_stats(self: &Arc<Self>, media: tokio::sync::mpsc::Sender<MediaCommand>, level: Arc<AtomicU8>) {
+    fn spawn_stats(
+        self: &Arc<Self>,
+        media: tokio::sync::mpsc::Sender<MediaCommand>,
+        level: Arc<AtomicU8>,
+    ) {
         let app = Arc::downgrade(self);
         tauri::async_runtime::spawn(async move {
-            let _level = level;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -509,6 +523,7 @@ impl App {
                 };
                 let Some(app) = app.upgrade() else { return };
                 let mut value = serde_json::to_value(&report).unwrap_or_default();
+                value["input_level"] = level.load(Ordering::Relaxed).into();
                 value["frames"] = serde_json::to_value(app.hub.counters()).unwrap_or_default();
                 {
                     let mut recent = lock(&app.recent);
@@ -539,8 +554,14 @@ impl App {
                     return;
                 }
                 if let ServerMessage::Joined(joined) = &message {
-                    tracing::info!(participant = joined.participant_id, resumed = joined.resumed, "joined");
-                    let _ = self.handle.emit("call-state", serde_json::json!({"state": "joined"}));
+                    tracing::info!(
+                        participant = joined.participant_id,
+                        resumed = joined.resumed,
+                        "joined"
+                    );
+                    let _ = self
+                        .handle
+                        .emit("call-state", serde_json::json!({"state": "joined"}));
                 }
                 let _ = self.handle.emit("server", redacted(&message));
             }
@@ -550,7 +571,10 @@ impl App {
                     EndReason::JoinRefused(code) => format!("join refused: {code}"),
                     EndReason::Closed(reason) => format!("closed by the server: {reason:?}"),
                 };
-                let _ = self.handle.emit("call-state", serde_json::json!({"state": "ending", "detail": detail}));
+                let _ = self.handle.emit(
+                    "call-state",
+                    serde_json::json!({"state": "ending", "detail": detail}),
+                );
             }
             ConferenceEvent::Driver(DriverEvent::Reconnecting { attempt, error }) => {
                 tracing::warn!(attempt, error, "reconnecting");
@@ -584,15 +608,22 @@ impl App {
                 tracing::info!(room = call.room, server = call.server_url, end = ?outcome.end, "call ended");
                 match outcome.end {
                     Ok(EndReason::Left) => "left".to_owned(),
-                    Ok(EndReason::JoinRefused(code)) => format!("The server refused to let us in: {code}"),
-                    Ok(EndReason::Closed(reason)) => format!("The server ended the call: {reason:?}"),
+                    Ok(EndReason::JoinRefused(code)) => {
+                        format!("The server refused to let us in: {code}")
+                    }
+                    Ok(EndReason::Closed(reason)) => {
+                        format!("The server ended the call: {reason:?}")
+                    }
                     Err(err) => err.to_string(),
                 }
             }
             None => "left".to_owned(),
         };
         self.hub.clear(parley_client::media::video::LOCAL_TILE);
-        let _ = self.handle.emit("call-state", serde_json::json!({"state": "ended", "detail": detail}));
+        let _ = self.handle.emit(
+            "call-state",
+            serde_json::json!({"state": "ended", "detail": detail}),
+        );
     }
 
     pub async fn leave(&self) -> AppResult<()> {
@@ -631,6 +662,16 @@ impl App {
             host.stop().await;
         }
     }
+}
+
+/// The account's login name, capitalised: a name to start with.
+fn login_name() -> Option<String> {
+    let login = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .ok()?;
+    let mut chars = login.chars();
+    let first = chars.next()?;
+    Some(first.to_uppercase().chain(chars).collect())
 }
 
 /// A server message as the page sees it: secrets (the resume token, TURN

@@ -3,6 +3,7 @@
 //!
 //! Dependency-free on purpose: it must compile before anything is installed.
 
+mod demo;
 mod native;
 mod system;
 
@@ -16,7 +17,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  run [--listen ADDR]   build and start Parley (today: the SFU, open mode, on 127.0.0.1:7880)
+  run [--demo] [-- APP_ARGS]
+                        build and start the desktop app, hosting room `demo` on this
+                        computer; --demo also starts two synthetic participants
+                        (pass app flags after --, e.g. -- --fake-media)
+  run --sfu [--listen ADDR]
+                        build and start only the SFU (open mode, default 127.0.0.1:7880)
   test                  install what is missing, then fmt --check, clippy -D warnings, all tests
   env                   set up the native parts; print the exports that let plain `cargo build` find the native parts
 
@@ -27,8 +33,9 @@ environment:
 /// (ring, openh264), pkg-config to find system libraries, nasm for openh264's
 /// assembly, cmake to build the bundled libopus, libclang for the V4L2
 /// (camera) and audio-processing bindings, ALSA headers for audio devices,
-/// and what builds WebRTC's audio processing (ninja, curl for abseil's
-/// sources, python3-venv for meson; see `native.rs`).
+/// what builds WebRTC's audio processing (ninja, curl for abseil's
+/// sources, python3-venv for meson; see `native.rs`), and the WebKitGTK and
+/// GTK headers the desktop app (Tauri) links against.
 const BUILD_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -40,12 +47,16 @@ const BUILD_PACKAGES: &[&str] = &[
     "ninja-build",
     "curl",
     "python3-venv",
+    "libwebkit2gtk-4.1-dev",
+    "libgtk-3-dev",
+    "librsvg2-dev",
 ];
 
 /// Debian packages the tests start for real: network namespaces and a
 /// firewall for the client host (iproute2, nftables), a TURN server
 /// (coturn), an HTTP proxy (tinyproxy), and a sound server with virtual
-/// devices reached through ALSA (pulseaudio, its tools, the ALSA plugin).
+/// devices reached through ALSA (pulseaudio, its tools, the ALSA plugin),
+/// and a virtual screen with WebKit's WebDriver for the app's window tests.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -54,6 +65,9 @@ const TEST_PACKAGES: &[&str] = &[
     "pulseaudio",
     "pulseaudio-utils",
     "libasound2-plugins",
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
 ];
 
 fn main() -> ExitCode {
@@ -108,17 +122,48 @@ fn cargo(args: &[&str]) -> Command {
 
 fn run(args: &[String]) -> Result<(), String> {
     let mut listen = "127.0.0.1:7880".to_owned();
+    let mut demo = false;
+    let mut sfu_only = false;
+    let mut app_args: Vec<String> = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
+            "--demo" => demo = true,
+            "--sfu" => sfu_only = true,
             "--listen" => listen.clone_from(rest.next().ok_or("--listen needs an address")?),
+            "--" => app_args.extend(rest.by_ref().cloned()),
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
         }
+    }
+    if !sfu_only {
+        display_available()?;
     }
     ensure_packages(BUILD_PACKAGES)?;
     native::ensure()?;
     Step::new("build").run(cargo(&["build", "--workspace", "--bins"]))?;
     let bin_dir = target_dir().join("debug");
+    if sfu_only {
+        return run_sfu(&bin_dir, &listen);
+    }
+    demo::run_app(&bin_dir, demo, &app_args)
+}
+
+/// The app needs a screen; say how to get one instead of letting GTK fail.
+fn display_available() -> Result<(), String> {
+    if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        return Ok(());
+    }
+    Err(
+        "no display: the app opens a window, and neither DISPLAY nor WAYLAND_DISPLAY is set.\n\
+         Run it from a desktop session, or on a virtual screen:\n\
+         \n    xvfb-run -a cargo xtask run --demo -- --fake-media\n\n\
+         (xvfb-run is in Debian's xvfb package), or run the server alone with\n\
+         \n    cargo xtask run --sfu"
+            .into(),
+    )
+}
+
+fn run_sfu(bin_dir: &Path, listen: &str) -> Result<(), String> {
     let cli = bin_dir.join("parley-cli");
     let port = listen.rsplit(':').next().unwrap_or("7880");
     println!();
@@ -130,7 +175,7 @@ fn run(args: &[String]) -> Result<(), String> {
     println!("Type a line and press Enter to chat; Ctrl-D leaves. Ctrl-C stops the server.");
     println!();
     let status = Command::new(bin_dir.join("parley-sfu"))
-        .args(["--listen", &listen])
+        .args(["--listen", listen])
         .status()
         .map_err(|err| format!("could not start parley-sfu: {err}"))?;
     // Ctrl-C reaches both processes; the server exits cleanly on it.

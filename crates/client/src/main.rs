@@ -9,13 +9,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use parley_client::doctor::{Check, DoctorOptions, diagnose};
 use parley_client::conference::{Conference, ConferenceEvent};
+use parley_client::doctor::{Check, DoctorOptions, diagnose};
 use parley_client::driver::{Command, DriverError, DriverEvent, DriverOptions};
 use parley_client::media::audio::{AudioInput, AudioOptions, AudioOutput, DeviceChoice};
 use parley_client::media::call::IcePolicy;
-use parley_client::media::video::VideoInput;
 use parley_client::media::engine::{CallReport, MediaCommand, MediaOptions};
+use parley_client::media::video::VideoInput;
 use parley_client::net::NetworkOptions;
 use parley_client::session::{EndReason, JoinParams, SessionEvent};
 use parley_media::apm::ApmSettings;
@@ -441,12 +441,14 @@ async fn join(args: JoinArgs) -> u8 {
     // Leaving is a no-op when the call already ended by itself.
     let outcome = conference.leave().await;
     if let Some(report) = outcome.report {
-        let written = report.map_err(|e| format!("media: {e}")).and_then(|report| {
-            let Some(path) = args.stats_json.as_deref() else {
-                return Ok(());
-            };
-            write_report(path, &report).map_err(|e| format!("writing {}: {e}", path.display()))
-        });
+        let written = report
+            .map_err(|e| format!("media: {e}"))
+            .and_then(|report| {
+                let Some(path) = args.stats_json.as_deref() else {
+                    return Ok(());
+                };
+                write_report(path, &report).map_err(|e| format!("writing {}: {e}", path.display()))
+            });
         if let Err(err) = written {
             eprintln!("parley-cli: {err}");
             return exit::FAILURE;

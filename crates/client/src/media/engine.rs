@@ -615,12 +615,7 @@ impl Engine {
                 ..
             }) = self.remotes.get_mut(&due.track)
             {
-                if let Some(sink) = &self.options.video_sink {
-                    sink.show(
-                        &remote_tile(&due.track.participant_id, &due.track.track_id),
-                        &due.frame,
-                    );
-                }
+                show_remote(self.options.video_sink.as_deref(), &due.track, &due.frame);
                 video.present(due.frame, now);
             }
         }
@@ -1108,12 +1103,7 @@ impl Engine {
                             frame,
                         }),
                         _ => {
-                            if let Some(sink) = &self.options.video_sink {
-                                sink.show(
-                                    &remote_tile(&track.participant_id, &track.track_id),
-                                    &frame,
-                                );
-                            }
+                            show_remote(self.options.video_sink.as_deref(), &track, &frame);
                             video.present(frame, now_us);
                         }
                     }
@@ -1227,6 +1217,13 @@ impl Engine {
             published,
             remote,
         }
+    }
+}
+
+/// Hands a remote picture to the application's sink, when it has one.
+fn show_remote(sink: Option<&dyn VideoSink>, track: &RemoteTrack, frame: &VideoFrame) {
+    if let Some(sink) = sink {
+        sink.show(&remote_tile(&track.participant_id, &track.track_id), frame);
     }
 }
 

@@ -55,8 +55,13 @@ pub enum Encoded {
 /// What the network loop and the application ask of the video thread.
 #[derive(Debug, Clone)]
 pub enum VideoControl {
-    Keyframe { layer: usize },
-    SetActive { layer: usize, active: bool },
+    Keyframe {
+        layer: usize,
+    },
+    SetActive {
+        layer: usize,
+        active: bool,
+    },
     /// Capture from another camera from the next frame on.
     SetInput(VideoInput),
     /// Camera off releases the device and sends nothing; on reopens it.
@@ -186,7 +191,12 @@ impl VideoCapture {
         if !self.setup.enabled {
             return None;
         }
-        match open_video(&self.setup.input, self.setup.size, self.setup.fps, &self.pool) {
+        match open_video(
+            &self.setup.input,
+            self.setup.size,
+            self.setup.fps,
+            &self.pool,
+        ) {
             Ok(source) => Some(source),
             Err(error) => {
                 self.line(serde_json::json!({

@@ -184,7 +184,11 @@ fn recent_rooms_are_most_recent_first_and_bounded() {
     assert_eq!(profile.recent_rooms[0], "room-5");
     assert_eq!(profile.recent_rooms[1], "room-11");
     assert_eq!(
-        profile.recent_rooms.iter().filter(|r| *r == "room-5").count(),
+        profile
+            .recent_rooms
+            .iter()
+            .filter(|r| *r == "room-5")
+            .count(),
         1
     );
 }
@@ -235,7 +239,9 @@ fn concurrent_readers_never_see_a_partial_file() {
         // Read the file directly: `load` would clean the writer's temp files.
         let text = fs::read_to_string(store.path()).unwrap();
         let profile = parse(&text).expect("always a whole profile");
-        assert!(profile.display_name.starts_with("Ada") || profile.display_name.starts_with("Writer"));
+        assert!(
+            profile.display_name.starts_with("Ada") || profile.display_name.starts_with("Writer")
+        );
         reads += 1;
     }
     writer.join().unwrap();
