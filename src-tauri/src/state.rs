@@ -242,7 +242,8 @@ impl App {
             .name
             .clone()
             .or_else(|| Some(profile.display_name.clone()).filter(|n| !n.is_empty()))
-            .or_else(login_name)?;
+            .or_else(login_name)
+            .unwrap_or_else(|| "Guest".to_owned());
         Some(JoinRequest {
             server,
             room,
@@ -664,7 +665,8 @@ impl App {
     }
 }
 
-/// The account's login name, capitalised: a name to start with.
+/// The account's login name, capitalised: a name to start with when
+/// `--join` comes with none and the profile has none.
 fn login_name() -> Option<String> {
     let login = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
