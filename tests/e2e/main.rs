@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod app_window;
 mod audio;
 mod bad_input;
 mod call;

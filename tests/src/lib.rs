@@ -25,6 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod netlab;
 pub mod pulse;
+pub mod window;
 
 /// How long any single expected event may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);

@@ -144,9 +144,11 @@ async function join(request) {
       const host = await invoke("host");
       showHostInfo(host);
     }
-    await invoke("join", { request });
+    // The room listens before the call starts: its first events come fast.
     enterCall(request);
+    await invoke("join", { request });
   } catch (err) {
+    if (state.inCall) backToPrejoin();
     $("join-error").textContent = describe(err);
     $("join-error").hidden = false;
   } finally {

@@ -85,6 +85,7 @@ class GlRenderer {
   draw(frame) {
     const { gl } = this;
     const { width, height, data, offset } = frame;
+    this.last = frame;
     const cw = width >> 1;
     const ch = height >> 1;
     const planes = [
@@ -110,9 +111,12 @@ class GlRenderer {
     gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
   }
 
-  /** Luma-ish samples of what is on the canvas now, for tests. */
+  /** Grey levels on a grid over the last picture as drawn, for tests. The
+   *  drawing buffer is not kept after compositing, so it is drawn again
+   *  and read in the same task. */
   sample(grid) {
     const { gl } = this;
+    if (this.last) this.draw(this.last);
     const values = [];
     const pixel = new Uint8Array(4);
     for (let gy = 1; gy <= grid; gy++) {

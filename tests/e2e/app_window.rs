@@ -1,0 +1,166 @@
+//! The desktop app in a real window (Xvfb, WebKit through tauri-driver),
+//! against a real SFU and a `parley-cli --fake-media` bot: a device choice
+//! survives a restart; then in the call the bot's video is drawn (sampled
+//! pixels neither black nor frozen), chat goes both ways, and muting in the
+//! UI reaches the bot. Screenshots land in `<target>/test-artifacts/app-window`.
+
+use std::time::Duration;
+
+use parley_e2e::window::{Driver, ENTER, Xvfb, artifacts_dir};
+use parley_e2e::{SfuProcess, bin};
+use serde_json::Value;
+
+use crate::call::Participant;
+
+const UI_PATIENCE: Duration = Duration::from_secs(30);
+/// Let the page paint what the DOM just changed before the screenshot.
+const SETTLE: Duration = Duration::from_millis(700);
+
+fn app_args(profile: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--fake-media".to_owned(),
+        "--profile-dir".to_owned(),
+        profile.display().to_string(),
+        "--log-level".to_owned(),
+        "info".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn mean(values: &[Value]) -> f64 {
+    values.iter().filter_map(Value::as_f64).sum::<f64>() / values.len().max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
+    let artifacts = artifacts_dir("app-window");
+    let screen = Xvfb::start().expect("a virtual screen");
+    let driver = Driver::start(&screen.display, &artifacts.join("tauri-driver.log"))
+        .expect("tauri-driver starts");
+    let sfu = SfuProcess::start(&[]).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let profile = work.path().join("profile");
+    let app = bin("parley");
+
+    // 1. Prejoin: pick the second synthetic camera; it is written to the profile.
+    {
+        let session = driver.launch(&app, &app_args(&profile, &[])).unwrap();
+        session
+            .wait_for(
+                "the camera list",
+                UI_PATIENCE,
+                "return document.querySelector('#camera option[value=\"synthetic:camera-2\"]') !== null",
+            )
+            .unwrap();
+        session
+            .execute(
+                "const s = document.getElementById('camera'); s.value = 'synthetic:camera-2'; \
+                 s.dispatchEvent(new Event('change')); return true;",
+                &[],
+            )
+            .unwrap();
+        let profile_file = profile.join("profile.toml");
+        let deadline = std::time::Instant::now() + UI_PATIENCE;
+        while !std::fs::read_to_string(&profile_file)
+            .is_ok_and(|t| t.contains("Synthetic camera 2"))
+        {
+            assert!(std::time::Instant::now() < deadline, "camera choice never saved");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        session
+            .wait_for(
+                "the preview picture",
+                UI_PATIENCE,
+                "return !document.getElementById('preview-canvas').hidden",
+            )
+            .unwrap();
+        std::thread::sleep(SETTLE);
+        session.screenshot(&artifacts.join("1-prejoin.png")).unwrap();
+    }
+
+    // 2. Restart with auto-join: the choice is still selected, and the call starts.
+    let mut bot = Participant::spawn(&sfu, work.path(), "Bot", &[]);
+    let bot_id = bot.participant_id().await;
+    let session = driver
+        .launch(
+            &app,
+            &app_args(
+                &profile,
+                &["--server", &sfu.signaling_url, "--room", "call", "--name", "QA", "--join"],
+            ),
+        )
+        .unwrap();
+    let camera = session
+        .wait_for(
+            "the device pickers",
+            UI_PATIENCE,
+            "return document.getElementById('camera').value",
+        )
+        .unwrap();
+    assert_eq!(camera, "synthetic:camera-2", "the camera choice survived a restart");
+    let joined = bot
+        .wait_for("the app joining", |v| {
+            v["type"] == "participant_joined" && v["participant"]["name"] == "QA"
+        })
+        .await;
+    let app_id = joined["participant"]["id"].as_str().unwrap().to_owned();
+
+    // 3. The bot's video is drawn: sampled pixels are not black and they move.
+    let tile = format!("{bot_id}/camera");
+    let sample_script = format!("return window.parleyVideo.sample('{tile}', 4)");
+    session
+        .wait_for(
+            "the bot's picture",
+            UI_PATIENCE,
+            &format!(
+                "const t = document.querySelector('.tile[data-participant=\"{bot_id}\"] canvas'); \
+                 return t && !t.hidden"
+            ),
+        )
+        .unwrap();
+    let first = session.execute(&sample_script, &[]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = session.execute(&sample_script, &[]).unwrap();
+    let (first, second) = (first.as_array().unwrap(), second.as_array().unwrap());
+    assert!(mean(first) > 30.0, "the bot's tile is not black: {first:?}");
+    assert_ne!(first, second, "the bot's tile changes over time");
+    std::thread::sleep(SETTLE);
+    session.screenshot(&artifacts.join("2-call.png")).unwrap();
+
+    // 4. Chat from the bot shows in the panel.
+    bot.send_line("hello from the bot").await;
+    session
+        .wait_for(
+            "the bot's chat",
+            UI_PATIENCE,
+            "return document.getElementById('messages').textContent.includes('hello from the bot')",
+        )
+        .unwrap();
+
+    // 5. Chat typed in the UI reaches the bot.
+    session.click("#chat-button").unwrap();
+    session
+        .type_into("#chat-input", &format!("hello from the app{ENTER}"))
+        .unwrap();
+    bot.wait_for("the app's chat", |v| {
+        v["type"] == "chat_message" && v["text"] == "hello from the app"
+    })
+    .await;
+    std::thread::sleep(SETTLE);
+    session.screenshot(&artifacts.join("3-chat.png")).unwrap();
+
+    // 6. Muting in the UI shows as muted at the bot.
+    session.click("#mic").unwrap();
+    bot.wait_for("the app muted", |v| {
+        v["type"] == "track_muted"
+            && v["participant_id"] == app_id.as_str()
+            && v["track_id"] == "microphone"
+            && v["muted"] == true
+    })
+    .await;
+    std::thread::sleep(SETTLE);
+    session.screenshot(&artifacts.join("4-muted.png")).unwrap();
+    drop(session);
+    bot.leave().await;
+}
