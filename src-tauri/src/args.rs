@@ -38,6 +38,10 @@ pub struct AppArgs {
     /// IPC channel (kept to measure one against the other).
     #[arg(long, value_enum, default_value_t = FrameTransport::Websocket)]
     pub frame_transport: FrameTransport,
+    /// Benchmark: show synthetic tiles fed at 30 fps straight into frame
+    /// delivery, e.g. `1280x720,320x180*8` (no call).
+    #[arg(long, value_parser = crate::bench::parse)]
+    pub bench_frames: Option<Vec<crate::bench::BenchTile>>,
     /// Port of the SFU hosted on this computer (0: any free one).
     #[arg(long, default_value_t = 7880)]
     pub host_port: u16,

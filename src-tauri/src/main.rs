@@ -6,6 +6,7 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod args;
+mod bench;
 mod commands;
 mod devices;
 mod diagnostics;
@@ -120,6 +121,9 @@ fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyho
                 frame_url,
                 log_dir: log_dir.clone(),
             });
+            if let Some(tiles) = &args.bench_frames {
+                bench::start(&state.hub, tiles);
+            }
             open_window(tauri_app, state.profile().window)?;
             tauri_app.manage(state);
             Ok(())

@@ -52,6 +52,8 @@ pub struct AppInfo {
     pub auto_join: Option<JoinRequest>,
     pub log_dir: String,
     pub profile_dir: String,
+    /// `--bench-frames`: tiles to show with no call.
+    pub bench_tiles: Vec<crate::bench::BenchTile>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +222,7 @@ impl App {
             auto_join,
             log_dir: self.log_dir.display().to_string(),
             profile_dir: self.store.dir().display().to_string(),
+            bench_tiles: self.args.bench_frames.clone().unwrap_or_default(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 import { invoke, listen, describe } from "./api.js";
 import { VideoPipe } from "./video.js";
-import { Room } from "./room.js";
+import { Room, Tile, layoutGrid } from "./room.js";
 import { installIcons } from "./icons.js";
 
 const $ = (id) => document.getElementById(id);
@@ -333,6 +333,18 @@ async function exportDiagnostics() {
   }
 }
 
+/** `--bench-frames`: the synthetic tiles in the call grid, nothing else. */
+function showBench(tiles) {
+  $("call").hidden = false;
+  $("room-label").textContent = "frame delivery benchmark";
+  const grid = $("grid");
+  for (const { id, width, height } of tiles) {
+    grid.append(new Tile(id, `${width}×${height}`, video, () => {}).root);
+  }
+  layoutGrid(grid, tiles.length);
+  new ResizeObserver(() => layoutGrid(grid, tiles.length)).observe(grid);
+}
+
 // ---------- start ----------
 
 async function main() {
@@ -390,6 +402,10 @@ async function main() {
   showPreviewPicture(false);
   await video.connect(info);
   fillDevices(await invoke("list_devices"));
+  if (info.bench_tiles.length) {
+    showBench(info.bench_tiles);
+    return;
+  }
   $("prejoin").hidden = false;
   if (info.auto_join) {
     join(info.auto_join);

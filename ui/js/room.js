@@ -23,7 +23,7 @@ function el(tag, className, text) {
 }
 
 /** One participant's tile. */
-class Tile {
+export class Tile {
   constructor(id, name, video, onResize) {
     this.id = id;
     this.root = el("div", "tile");
@@ -93,6 +93,20 @@ class Tile {
     this.video.detach(this.id);
     this.root.remove();
   }
+}
+
+/** Columns and rows that make `count` tiles as large as possible at 16:9. */
+export function layoutGrid(grid, count) {
+  const { width, height } = grid.getBoundingClientRect();
+  if (!count || !width || !height) return;
+  let best = { columns: 1, size: 0 };
+  for (let columns = 1; columns <= count; columns++) {
+    const rows = Math.ceil(count / columns);
+    const tileWidth = Math.min(width / columns, ((height / rows) * 16) / 9);
+    if (tileWidth > best.size) best = { columns, size: tileWidth };
+  }
+  grid.style.setProperty("--columns", String(best.columns));
+  grid.style.setProperty("--tile-width", `${Math.floor(best.size) - 8}px`);
 }
 
 export class Room {
@@ -206,19 +220,8 @@ export class Room {
     );
   }
 
-  /** Columns and rows that make the tiles as large as possible at 16:9. */
   layout() {
-    const count = this.tiles.size;
-    const { width, height } = this.grid.getBoundingClientRect();
-    if (!count || !width || !height) return;
-    let best = { columns: 1, size: 0 };
-    for (let columns = 1; columns <= count; columns++) {
-      const rows = Math.ceil(count / columns);
-      const tileWidth = Math.min(width / columns, ((height / rows) * 16) / 9);
-      if (tileWidth > best.size) best = { columns, size: tileWidth };
-    }
-    this.grid.style.setProperty("--columns", String(best.columns));
-    this.grid.style.setProperty("--tile-width", `${Math.floor(best.size) - 8}px`);
+    layoutGrid(this.grid, this.tiles.size);
   }
 
   // ----- server messages -----

@@ -110,6 +110,12 @@ fn target_dir() -> PathBuf {
     home.join(".cache").join("parley").join("target")
 }
 
+/// Tools the tests run (tauri-driver), installed once per machine.
+fn tools_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(workspace_root, PathBuf::from);
+    home.join(".cache").join("parley").join("tools")
+}
+
 fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
@@ -196,6 +202,7 @@ fn test(args: &[String]) -> Result<(), String> {
     native::ensure()?;
     system::ensure_cargo_component("fmt", "rustfmt")?;
     system::ensure_cargo_component("clippy", "clippy")?;
+    let tauri_driver = system::ensure_tauri_driver(&tools_dir())?;
     println!("xtask: building in {}", target_dir().display());
     Step::new("format").run(cargo(&["fmt", "--all", "--check"]))?;
     Step::new("clippy").run(cargo(&[
@@ -209,7 +216,9 @@ fn test(args: &[String]) -> Result<(), String> {
     ]))?;
     // The end-to-end tests start these binaries, so build them first.
     Step::new("build").run(cargo(&["build", "--workspace", "--bins", "--locked"]))?;
-    Step::new("tests").run(cargo(&["test", "--workspace", "--locked"]))?;
+    let mut tests = cargo(&["test", "--workspace", "--locked"]);
+    tests.env("PARLEY_TAURI_DRIVER", &tauri_driver);
+    Step::new("tests").run(tests)?;
     println!("xtask: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }

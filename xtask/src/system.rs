@@ -137,3 +137,26 @@ fn is_root() -> bool {
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
+
+/// Version of tauri-driver the window tests run with.
+const TAURI_DRIVER_VERSION: &str = "2.1.0";
+
+/// Installs `tauri-driver` (the WebDriver front for the app's window
+/// tests) under `tools`, unless that version is already there. Returns its path.
+pub fn ensure_tauri_driver(tools: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let path = tools.join("bin").join("tauri-driver");
+    let stamp = tools.join(format!(".tauri-driver-{TAURI_DRIVER_VERSION}"));
+    if path.exists() && stamp.exists() {
+        return Ok(path);
+    }
+    let mut install = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    install
+        .args(["install", "tauri-driver", "--locked", "--version", TAURI_DRIVER_VERSION])
+        .arg("--root")
+        .arg(tools)
+        // Its own target directory: the workspace's lock must not be shared.
+        .env_remove("CARGO_TARGET_DIR");
+    Step::new("install tauri-driver").run(install)?;
+    std::fs::write(&stamp, TAURI_DRIVER_VERSION).map_err(|e| e.to_string())?;
+    Ok(path)
+}

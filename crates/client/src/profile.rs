@@ -292,8 +292,8 @@ impl ProfileStore {
     }
 
     /// The platform's place for it: `~/.config/parley` on Linux,
-    /// `~/Library/Application Support/app.parley.desktop` on macOS,
-    /// `%APPDATA%\Parley\config` on Windows.
+    /// `~/Library/Application Support/app.Parley.Parley` on macOS,
+    /// `%APPDATA%\Parley\Parley\config` on Windows.
     pub fn default_dir() -> Option<PathBuf> {
         directories::ProjectDirs::from("app", "Parley", "Parley")
             .map(|dirs| dirs.config_dir().to_path_buf())

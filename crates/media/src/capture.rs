@@ -22,11 +22,12 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    fn new(period: Duration) -> Self {
+    pub fn new(period: Duration) -> Self {
         Self { period, next: None }
     }
 
-    fn wait(&mut self) {
+    /// Sleeps until the next tick.
+    pub fn wait(&mut self) {
         let now = Instant::now();
         let due = self.next.unwrap_or(now);
         if due > now {
