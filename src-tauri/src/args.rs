@@ -41,7 +41,7 @@ pub struct AppArgs {
     /// Benchmark: show synthetic tiles fed at 30 fps straight into frame
     /// delivery, e.g. `1280x720,320x180*8` (no call).
     #[arg(long, value_parser = crate::bench::parse)]
-    pub bench_frames: Option<Vec<crate::bench::BenchTile>>,
+    pub bench_frames: Option<crate::bench::BenchSpec>,
     /// Port of the SFU hosted on this computer (0: any free one).
     #[arg(long, default_value_t = 7880)]
     pub host_port: u16,

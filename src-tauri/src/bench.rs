@@ -23,8 +23,12 @@ pub struct BenchTile {
     pub height: u32,
 }
 
+/// The tiles of `--bench-frames`.
+#[derive(Debug, Clone)]
+pub struct BenchSpec(pub Vec<BenchTile>);
+
 /// `1280x720,320x180*8`: sizes, each optionally repeated.
-pub fn parse(spec: &str) -> Result<Vec<BenchTile>, String> {
+pub fn parse(spec: &str) -> Result<BenchSpec, String> {
     let mut tiles = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (size, count) = part.split_once('*').unwrap_or((part, "1"));
@@ -36,7 +40,9 @@ pub fn parse(spec: &str) -> Result<Vec<BenchTile>, String> {
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
             .filter(|(w, h)| (16..=3840).contains(w) && (16..=2160).contains(h))
             .filter(|(w, h)| w % 2 == 0 && h % 2 == 0)
-            .ok_or_else(|| format!("`{part}`: sizes are even WIDTHxHEIGHT from 16x16 to 3840x2160"))?;
+            .ok_or_else(|| {
+                format!("`{part}`: sizes are even WIDTHxHEIGHT from 16x16 to 3840x2160")
+            })?;
         for _ in 0..count {
             tiles.push(BenchTile {
                 id: format!("bench-{}", tiles.len()),
@@ -48,7 +54,7 @@ pub fn parse(spec: &str) -> Result<Vec<BenchTile>, String> {
     if tiles.is_empty() || tiles.len() > MAX_TILES {
         return Err(format!("between 1 and {MAX_TILES} tiles"));
     }
-    Ok(tiles)
+    Ok(BenchSpec(tiles))
 }
 
 pub fn start(hub: &Arc<FrameHub>, tiles: &[BenchTile]) {
@@ -79,7 +85,7 @@ mod tests {
 
     #[test]
     fn specs_parse_and_bad_ones_are_refused() {
-        let tiles = parse("1280x720,320x180*8").unwrap();
+        let tiles = parse("1280x720,320x180*8").unwrap().0;
         assert_eq!(tiles.len(), 9);
         assert_eq!((tiles[0].width, tiles[8].height), (1280, 720 / 4));
         for bad in ["", "1280", "1281x720", "1280x720*x", "16x16*26", "8x8"] {

@@ -149,9 +149,9 @@ pub async fn test_connection(url: String) -> AppResult<Vec<Check>> {
 
 #[tauri::command]
 pub async fn export_diagnostics(app: AppState<'_>) -> AppResult<String> {
-    let app = Arc::clone(&app);
+    let contents = crate::diagnostics::Contents::of(&app);
     let into = app.profile_dir().join("diagnostics");
-    tauri::async_runtime::spawn_blocking(move || crate::diagnostics::export(&app, &into))
+    tauri::async_runtime::spawn_blocking(move || crate::diagnostics::export(&contents, &into))
         .await
         .map_err(|e| AppError::Io(e.to_string()))?
         .map(|path| path.display().to_string())

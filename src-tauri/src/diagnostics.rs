@@ -11,10 +11,38 @@ use zip::write::SimpleFileOptions;
 use crate::error::{AppError, AppResult};
 use crate::state::App;
 
+/// What goes into the zip besides the log files.
+pub struct Contents {
+    pub log_dir: PathBuf,
+    pub profile: parley_client::profile::Profile,
+    pub stats: Vec<serde_json::Value>,
+    pub media_lines: Vec<serde_json::Value>,
+    pub frames: serde_json::Value,
+}
+
+impl Contents {
+    pub fn of(app: &App) -> Self {
+        let recent = app
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self {
+            log_dir: app.log_dir.clone(),
+            profile: app.profile(),
+            stats: recent.stats.iter().cloned().collect(),
+            media_lines: recent.media_lines.iter().cloned().collect(),
+            frames: serde_json::json!({
+                "hub": app.hub.counters(),
+                "page": recent.frame_stats,
+            }),
+        }
+    }
+}
+
 /// Log files larger than this are cut to their last part.
 const MAX_LOG_BYTES: u64 = 8 << 20;
 
-pub fn export(app: &App, into: &Path) -> AppResult<PathBuf> {
+pub fn export(contents: &Contents, into: &Path) -> AppResult<PathBuf> {
     std::fs::create_dir_all(into)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -29,32 +57,20 @@ pub fn export(app: &App, into: &Path) -> AppResult<PathBuf> {
         Ok(())
     };
     add("versions.json", versions().to_string().as_bytes())?;
-    let (stats, lines, frames) = {
-        let recent = app
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (
-            serde_json::to_string_pretty(&recent.stats).unwrap_or_default(),
-            recent
-                .media_lines
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            serde_json::json!({
-                "hub": app.hub.counters(),
-                "page": recent.frame_stats,
-            }),
-        )
-    };
+    let stats = serde_json::to_string_pretty(&contents.stats).unwrap_or_default();
     add("stats.json", stats.as_bytes())?;
-    add("media-events.jsonl", lines.as_bytes())?;
-    add("frames.json", frames.to_string().as_bytes())?;
-    // The profile holds no secrets today; the name stays (it is what others see).
-    let profile = toml::to_string_pretty(&app.profile()).unwrap_or_default();
+    let lines: Vec<String> = contents
+        .media_lines
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    add("media-events.jsonl", lines.join("\n").as_bytes())?;
+    add("frames.json", contents.frames.to_string().as_bytes())?;
+    // Secrets (the resume token, TURN credentials, access tokens) never
+    // reach the profile or these figures; the display name stays.
+    let profile = toml::to_string_pretty(&contents.profile).unwrap_or_default();
     add("profile.toml", profile.as_bytes())?;
-    for log in log_files(&app.log_dir) {
+    for log in log_files(&contents.log_dir) {
         let name = format!(
             "logs/{}",
             log.file_name().unwrap_or_default().to_string_lossy()
@@ -121,4 +137,58 @@ fn tail(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    #[test]
+    fn the_zip_holds_logs_stats_versions_and_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("parley.log.2026-11-22"), "INFO joined\n").unwrap();
+        std::fs::write(logs.join("unrelated.txt"), "not ours").unwrap();
+        let profile = parley_client::profile::Profile {
+            display_name: "Ada".into(),
+            ..Default::default()
+        };
+        let contents = Contents {
+            log_dir: logs,
+            profile,
+            stats: vec![serde_json::json!({"connection": {"rtt_ms": 12.0}})],
+            media_lines: vec![serde_json::json!({"type": "cli_path", "path": "host/udp"})],
+            frames: serde_json::json!({"hub": {"sent": 3}}),
+        };
+        let path = export(&contents, &dir.path().join("out")).unwrap();
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+        let mut names: Vec<String> = zip.file_names().map(str::to_owned).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "frames.json",
+                "logs/parley.log.2026-11-22",
+                "media-events.jsonl",
+                "profile.toml",
+                "stats.json",
+                "versions.json"
+            ]
+        );
+        let mut text = String::new();
+        zip.by_name("media-events.jsonl")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text.contains("host/udp"));
+        text.clear();
+        zip.by_name("profile.toml")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text.contains("display_name = \"Ada\""), "{text}");
+    }
 }

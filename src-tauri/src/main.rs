@@ -122,7 +122,7 @@ fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyho
                 log_dir: log_dir.clone(),
             });
             if let Some(tiles) = &args.bench_frames {
-                bench::start(&state.hub, tiles);
+                bench::start(&state.hub, &tiles.0);
             }
             open_window(tauri_app, state.profile().window)?;
             tauri_app.manage(state);

@@ -222,7 +222,12 @@ impl App {
             auto_join,
             log_dir: self.log_dir.display().to_string(),
             profile_dir: self.store.dir().display().to_string(),
-            bench_tiles: self.args.bench_frames.clone().unwrap_or_default(),
+            bench_tiles: self
+                .args
+                .bench_frames
+                .as_ref()
+                .map(|spec| spec.0.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -12,6 +12,8 @@
 //! 2. Memory (PSS and RSS of the app and every WebKit process): idle on the
 //!    prejoin screen, and in a 4-person call (the app and three bots).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -88,8 +90,14 @@ fn cpu_ticks(pid: u32) -> u64 {
     };
     let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
     // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
 }
 
 /// The process group a process belongs to in the report.
@@ -181,8 +189,7 @@ fn frame_delivery(display: &str, transport: &str, dir: &Path) {
         return;
     };
     let drawn = last["drawn"].as_u64().unwrap_or(0) - first["drawn"].as_u64().unwrap_or(0);
-    let received =
-        last["received"].as_u64().unwrap_or(0) - first["received"].as_u64().unwrap_or(0);
+    let received = last["received"].as_u64().unwrap_or(0) - first["received"].as_u64().unwrap_or(0);
     let seconds = MEASURE.as_secs_f64();
     let ticks_per_second = 100.0;
     let cpu = |role: &str| {
@@ -191,8 +198,14 @@ fn frame_delivery(display: &str, transport: &str, dir: &Path) {
             / seconds
             * 100.0
     };
-    let p50: Vec<f64> = window.iter().filter_map(|w| w["latency_ms"]["p50"].as_f64()).collect();
-    let p95: Vec<f64> = window.iter().filter_map(|w| w["latency_ms"]["p95"].as_f64()).collect();
+    let p50: Vec<f64> = window
+        .iter()
+        .filter_map(|w| w["latency_ms"]["p50"].as_f64())
+        .collect();
+    let p95: Vec<f64> = window
+        .iter()
+        .filter_map(|w| w["latency_ms"]["p95"].as_f64())
+        .collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let offered = 30.0 * 9.0 * seconds;
     println!(
@@ -215,11 +228,19 @@ fn main() {
     let screen = Xvfb::start().expect("a virtual screen");
     let dir = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    println!("app: {}; {cores} cores; Xvfb 1280x800, software GL", bin("parley").display());
+    println!(
+        "app: {}; {cores} cores; Xvfb 1280x800, software GL",
+        bin("parley").display()
+    );
     println!();
-    println!("Frame delivery, 1×1280x720 + 8×320x180 at 30 fps, {} s:", MEASURE.as_secs());
+    println!(
+        "Frame delivery, 1×1280x720 + 8×320x180 at 30 fps, {} s:",
+        MEASURE.as_secs()
+    );
     println!();
-    println!("| transport | app CPU | web process CPU | offered / received / drawn | latency p50 ms | latency p95 ms |");
+    println!(
+        "| transport | app CPU | web process CPU | offered / received / drawn | latency p50 ms | latency p95 ms |"
+    );
     println!("|---|---|---|---|---|---|");
     for transport in ["websocket", "channel"] {
         frame_delivery(&screen.display, transport, dir.path());

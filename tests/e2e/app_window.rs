@@ -4,9 +4,10 @@
 //! pixels neither black nor frozen), chat goes both ways, and muting in the
 //! UI reaches the bot. Screenshots land in `<target>/test-artifacts/app-window`.
 
+use std::path::Path;
 use std::time::Duration;
 
-use parley_e2e::window::{Driver, ENTER, Xvfb, artifacts_dir};
+use parley_e2e::window::{Driver, ENTER, Session, Xvfb, artifacts_dir};
 use parley_e2e::{SfuProcess, bin};
 use serde_json::Value;
 
@@ -16,7 +17,7 @@ const UI_PATIENCE: Duration = Duration::from_secs(30);
 /// Let the page paint what the DOM just changed before the screenshot.
 const SETTLE: Duration = Duration::from_millis(700);
 
-fn app_args(profile: &std::path::Path, extra: &[&str]) -> Vec<String> {
+fn app_args(profile: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--fake-media".to_owned(),
         "--profile-dir".to_owned(),
@@ -44,40 +45,7 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
     let app = bin("parley");
 
     // 1. Prejoin: pick the second synthetic camera; it is written to the profile.
-    {
-        let session = driver.launch(&app, &app_args(&profile, &[])).unwrap();
-        session
-            .wait_for(
-                "the camera list",
-                UI_PATIENCE,
-                "return document.querySelector('#camera option[value=\"synthetic:camera-2\"]') !== null",
-            )
-            .unwrap();
-        session
-            .execute(
-                "const s = document.getElementById('camera'); s.value = 'synthetic:camera-2'; \
-                 s.dispatchEvent(new Event('change')); return true;",
-                &[],
-            )
-            .unwrap();
-        let profile_file = profile.join("profile.toml");
-        let deadline = std::time::Instant::now() + UI_PATIENCE;
-        while !std::fs::read_to_string(&profile_file)
-            .is_ok_and(|t| t.contains("Synthetic camera 2"))
-        {
-            assert!(std::time::Instant::now() < deadline, "camera choice never saved");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        session
-            .wait_for(
-                "the preview picture",
-                UI_PATIENCE,
-                "return !document.getElementById('preview-canvas').hidden",
-            )
-            .unwrap();
-        std::thread::sleep(SETTLE);
-        session.screenshot(&artifacts.join("1-prejoin.png")).unwrap();
-    }
+    choose_second_camera(&driver, &app, &profile, &artifacts);
 
     // 2. Restart with auto-join: the choice is still selected, and the call starts.
     let mut bot = Participant::spawn(&sfu, work.path(), "Bot", &[]);
@@ -87,7 +55,15 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
             &app,
             &app_args(
                 &profile,
-                &["--server", &sfu.signaling_url, "--room", "call", "--name", "QA", "--join"],
+                &[
+                    "--server",
+                    &sfu.signaling_url,
+                    "--room",
+                    "call",
+                    "--name",
+                    "QA",
+                    "--join",
+                ],
             ),
         )
         .unwrap();
@@ -98,7 +74,10 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
             "return document.getElementById('camera').value",
         )
         .unwrap();
-    assert_eq!(camera, "synthetic:camera-2", "the camera choice survived a restart");
+    assert_eq!(
+        camera, "synthetic:camera-2",
+        "the camera choice survived a restart"
+    );
     let joined = bot
         .wait_for("the app joining", |v| {
             v["type"] == "participant_joined" && v["participant"]["name"] == "QA"
@@ -108,7 +87,6 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
 
     // 3. The bot's video is drawn: sampled pixels are not black and they move.
     let tile = format!("{bot_id}/camera");
-    let sample_script = format!("return window.parleyVideo.sample('{tile}', 4)");
     session
         .wait_for(
             "the bot's picture",
@@ -119,12 +97,7 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
             ),
         )
         .unwrap();
-    let first = session.execute(&sample_script, &[]).unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let second = session.execute(&sample_script, &[]).unwrap();
-    let (first, second) = (first.as_array().unwrap(), second.as_array().unwrap());
-    assert!(mean(first) > 30.0, "the bot's tile is not black: {first:?}");
-    assert_ne!(first, second, "the bot's tile changes over time");
+    assert_tile_moves(&session, &tile).await;
     std::thread::sleep(SETTLE);
     session.screenshot(&artifacts.join("2-call.png")).unwrap();
 
@@ -163,4 +136,56 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
     session.screenshot(&artifacts.join("4-muted.png")).unwrap();
     drop(session);
     bot.leave().await;
+}
+
+/// Picks "Synthetic camera 2" on the prejoin screen and waits until the
+/// profile on disk holds it; the app closes afterwards.
+fn choose_second_camera(driver: &Driver, app: &Path, profile: &Path, artifacts: &Path) {
+    let session = driver.launch(app, &app_args(profile, &[])).unwrap();
+    session
+        .wait_for(
+            "the camera list",
+            UI_PATIENCE,
+            "return document.querySelector('#camera option[value=\"synthetic:camera-2\"]') !== null",
+        )
+        .unwrap();
+    session
+        .execute(
+            "const s = document.getElementById('camera'); s.value = 'synthetic:camera-2'; \
+             s.dispatchEvent(new Event('change')); return true;",
+            &[],
+        )
+        .unwrap();
+    let profile_file = profile.join("profile.toml");
+    let deadline = std::time::Instant::now() + UI_PATIENCE;
+    while !std::fs::read_to_string(&profile_file).is_ok_and(|t| t.contains("Synthetic camera 2")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "camera choice never saved"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    session
+        .wait_for(
+            "the preview picture",
+            UI_PATIENCE,
+            "return !document.getElementById('preview-canvas').hidden",
+        )
+        .unwrap();
+    std::thread::sleep(SETTLE);
+    session
+        .screenshot(&artifacts.join("1-prejoin.png"))
+        .unwrap();
+}
+
+/// The tile is drawn from real pictures: sampled pixels are not black and
+/// they change within a second.
+async fn assert_tile_moves(session: &Session<'_>, tile: &str) {
+    let sample_script = format!("return window.parleyVideo.sample('{tile}', 4)");
+    let first = session.execute(&sample_script, &[]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = session.execute(&sample_script, &[]).unwrap();
+    let (first, second) = (first.as_array().unwrap(), second.as_array().unwrap());
+    assert!(mean(first) > 30.0, "the tile is not black: {first:?}");
+    assert_ne!(first, second, "the tile changes over time");
 }

@@ -15,6 +15,7 @@ const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 pub const ENTER: &str = "\u{E007}";
 
 /// A process killed (with its process group) when dropped.
+#[derive(Debug)]
 struct Guarded(Child);
 
 impl Drop for Guarded {
@@ -36,6 +37,7 @@ fn spawn_group(command: &mut Command) -> anyhow::Result<Guarded> {
 }
 
 /// A virtual screen of its own.
+#[derive(Debug)]
 pub struct Xvfb {
     _process: Guarded,
     pub display: String,
@@ -43,9 +45,8 @@ pub struct Xvfb {
 
 impl Xvfb {
     pub fn start() -> anyhow::Result<Self> {
-        let xvfb = which("Xvfb").context(
-            "Xvfb is missing: `cargo xtask test` installs it (Debian package xvfb)",
-        )?;
+        let xvfb = which("Xvfb")
+            .context("Xvfb is missing: `cargo xtask test` installs it (Debian package xvfb)")?;
         let number = (90..200)
             .find(|n| {
                 !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
@@ -60,8 +61,7 @@ impl Xvfb {
                 .stderr(Stdio::null()),
         )?;
         let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-        wait_until(Duration::from_secs(10), || socket.exists())
-            .context("Xvfb did not start")?;
+        wait_until(Duration::from_secs(10), || socket.exists()).context("Xvfb did not start")?;
         Ok(Self {
             _process: process,
             display,
@@ -105,10 +105,13 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// `tauri-driver` on a free port, drawing on `display`.
+#[derive(Debug)]
 pub struct Driver {
     _process: Guarded,
     url: String,
@@ -187,6 +190,8 @@ impl Driver {
     }
 }
 
+/// One app launched by the driver.
+#[derive(Debug)]
 pub struct Session<'a> {
     driver: &'a Driver,
     id: String,
@@ -264,7 +269,9 @@ impl Session<'_> {
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        let _ = self.driver.call("DELETE", &format!("/session/{}", self.id), None);
+        let _ = self
+            .driver
+            .call("DELETE", &format!("/session/{}", self.id), None);
     }
 }
 

@@ -151,7 +151,13 @@ pub fn ensure_tauri_driver(tools: &std::path::Path) -> Result<std::path::PathBuf
     }
     let mut install = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     install
-        .args(["install", "tauri-driver", "--locked", "--version", TAURI_DRIVER_VERSION])
+        .args([
+            "install",
+            "tauri-driver",
+            "--locked",
+            "--version",
+            TAURI_DRIVER_VERSION,
+        ])
         .arg("--root")
         .arg(tools)
         // Its own target directory: the workspace's lock must not be shared.
