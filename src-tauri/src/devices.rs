@@ -133,12 +133,9 @@ pub fn audio_input(microphone: Option<&Device>) -> AudioInput {
         Some(m) if !is_synthetic(m) => AudioInput::Device(choice(m)),
         Some(_) => AudioInput::Synthetic,
         // No microphone at all: the default one, if it appears.
-        None => default_microphone().map_or(AudioInput::Synthetic, |d| {
-            AudioInput::Device(DeviceChoice {
-                id: d.id,
-                name: d.name,
-            })
-        }),
+        None => {
+            default_microphone().map_or(AudioInput::Synthetic, |d| AudioInput::Device(d.into()))
+        }
     }
 }
 
@@ -146,12 +143,7 @@ pub fn audio_output(speaker: Option<&Device>) -> AudioOutput {
     match speaker {
         Some(s) if !is_synthetic(s) => AudioOutput::Device(choice(s)),
         Some(_) => AudioOutput::Clock,
-        None => default_speaker().map_or(AudioOutput::Clock, |d| {
-            AudioOutput::Device(DeviceChoice {
-                id: d.id,
-                name: d.name,
-            })
-        }),
+        None => default_speaker().map_or(AudioOutput::Clock, |d| AudioOutput::Device(d.into())),
     }
 }
 

@@ -126,10 +126,11 @@ impl FrameHub {
         }
         {
             let inner = &mut *inner;
-            let slot = inner
-                .slots
-                .entry(tile.to_owned())
-                .or_insert(Slot { pending: None });
+            // Looked up before inserting: a tile id is allocated once, not per picture.
+            if !inner.slots.contains_key(tile) {
+                inner.slots.insert(tile.to_owned(), Slot { pending: None });
+            }
+            let slot = inner.slots.get_mut(tile).expect("inserted above");
             if let Some(old) = slot.pending.replace(message) {
                 self.replaced.fetch_add(1, Ordering::Relaxed);
                 if inner.pool.len() < POOL_BUFFERS {

@@ -79,12 +79,14 @@ pub struct AudioProcessing {
 }
 
 impl Default for AudioProcessing {
+    /// The engine's defaults: every stage on.
     fn default() -> Self {
+        let apm = ApmSettings::default();
         Self {
-            echo_cancellation: true,
-            noise_suppression: true,
-            gain_control: true,
-            high_pass_filter: true,
+            echo_cancellation: apm.echo_cancellation,
+            noise_suppression: apm.noise_suppression,
+            gain_control: apm.gain_control,
+            high_pass_filter: apm.high_pass_filter,
         }
     }
 }

@@ -41,6 +41,15 @@ pub struct DeviceChoice {
     pub name: String,
 }
 
+impl From<parley_media::device::DeviceInfo> for DeviceChoice {
+    fn from(device: parley_media::device::DeviceInfo) -> Self {
+        Self {
+            id: device.id,
+            name: device.name,
+        }
+    }
+}
+
 /// Where the microphone signal comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudioInput {
