@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod app_window;
-mod audio;
 mod bad_input;
 mod call;
 mod chat_history;
@@ -15,4 +13,3 @@ mod presence;
 mod shutdown;
 mod tls;
 mod tokens;
-mod virtual_devices;

@@ -7,7 +7,7 @@ use parley_e2e::{SfuProcess, WsClient};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
-use crate::call::{Participant, remote};
+use parley_e2e::participant::{Participant, remote};
 
 fn join_with_media(room: &str, name: &str) -> Value {
     json!({"type": "join", "protocol": [1], "room": room, "name": name, "media": true})

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod netlab;
+pub mod participant;
 pub mod pulse;
 pub mod window;
 

@@ -3,15 +3,20 @@
 //! survives a restart; then in the call the bot's video is drawn (sampled
 //! pixels neither black nor frozen), chat goes both ways, and muting in the
 //! UI reaches the bot. Screenshots land in `<target>/test-artifacts/app-window`.
+//!
+//! A test binary of its own: WebKit with software GL takes both cores for a
+//! while, and cargo runs test binaries one after another, so it never
+//! competes with the timing-sensitive calls in `e2e`.
+
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::time::Duration;
 
+use parley_e2e::participant::Participant;
 use parley_e2e::window::{Driver, ENTER, Session, Xvfb, artifacts_dir};
 use parley_e2e::{SfuProcess, bin};
 use serde_json::Value;
-
-use crate::call::Participant;
 
 const UI_PATIENCE: Duration = Duration::from_secs(30);
 /// Let the page paint what the DOM just changed before the screenshot.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parley_e2e::SfuProcess;
 use parley_media::resample;
 
-use crate::call::Participant;
+use parley_e2e::participant::Participant;
 
 /// How long the listener records once both sides hear each other.
 const LISTEN: Duration = Duration::from_secs(12);
@@ -177,7 +177,8 @@ async fn call_with_loss(sfu: &SfuProcess, dir: &Path, loss_percent: u32) -> Meas
         ],
     );
     let (stats, lines) = listen(listener, talker, &talker_id).await;
-    let audio = &crate::call::remote(&stats, &talker_id, "microphone")["audio"]["playout"];
+    let audio =
+        &parley_e2e::participant::remote(&stats, &talker_id, "microphone")["audio"]["playout"];
     let mouth_to_ear_ms = mouth_to_ear(&lines);
     let (reference, degraded) = (read_wav(&sent), read_wav(&heard));
     let (reference, degraded) = align(&reference, &degraded, 10);
@@ -202,6 +203,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 #[tokio::test]
 async fn video_is_shown_when_its_audio_is_heard() {
+    let _turn = crate::one_at_a_time().await;
     // The listener holds audio back 150 ms; video, which arrives sooner,
     // must wait for it: capture-to-screen of video follows mouth-to-ear.
     let sfu = SfuProcess::start(&[]).await.unwrap();
@@ -223,7 +225,7 @@ async fn video_is_shown_when_its_audio_is_heard() {
     let mut mouth_to_ear = mouth_to_ear(&lines);
     assert!(mouth_to_ear.len() >= 3, "{mouth_to_ear:?}");
     let audio_ms = median(&mut mouth_to_ear);
-    let video = &crate::call::remote(&stats, &talker_id, "camera")["video"];
+    let video = &parley_e2e::participant::remote(&stats, &talker_id, "camera")["video"];
     let video_ms = video["latency"]["p50_ms"].as_f64().unwrap();
     eprintln!(
         "lip sync: audio mouth-to-ear {audio_ms:.1} ms, video capture-to-screen {video_ms:.1} ms \
@@ -244,6 +246,7 @@ async fn video_is_shown_when_its_audio_is_heard() {
 
 #[tokio::test]
 async fn speech_quality_and_mouth_to_ear_at_0_5_and_15_percent_loss() {
+    let _turn = crate::one_at_a_time().await;
     let sfu = SfuProcess::start(&[]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut scores = Vec::new();

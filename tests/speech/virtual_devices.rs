@@ -16,7 +16,7 @@ use parley_media::frame::AudioFrame;
 use parley_media::synthetic_audio::{MarkerDetector, Signal, SyntheticAudio};
 use tokio::io::AsyncReadExt;
 
-use crate::call::Participant;
+use parley_e2e::participant::Participant;
 
 /// Writes synthetic speech with markers into the virtual microphone at the
 /// pace a real one would deliver it, until `stop`.
@@ -44,6 +44,7 @@ fn feed_microphone(fifo: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thre
 
 #[tokio::test]
 async fn a_call_through_the_real_cpal_paths_on_virtual_devices() {
+    let _turn = crate::one_at_a_time().await;
     let pulse = PulseServer::start().await.unwrap();
     let sfu = SfuProcess::start(&[]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +111,8 @@ async fn a_call_through_the_real_cpal_paths_on_virtual_devices() {
     for line in lines.iter().filter(|v| v["type"] == "cli_audio_playout") {
         eprintln!("user playout: {}", line["speaker"]);
     }
-    let from_bot = &crate::call::remote(&stats, &bot_id, "microphone")["audio"]["playout"];
+    let from_bot =
+        &parley_e2e::participant::remote(&stats, &bot_id, "microphone")["audio"]["playout"];
     assert!(
         from_bot["frames_played"].as_u64().unwrap() > 200,
         "{from_bot:#}"
@@ -120,7 +122,7 @@ async fn a_call_through_the_real_cpal_paths_on_virtual_devices() {
         "no device errors: {lines:?}"
     );
     let bot_stats = bot.leave().await;
-    let from_user = &crate::call::remote(&bot_stats, &user_id, "microphone")["audio"];
+    let from_user = &parley_e2e::participant::remote(&bot_stats, &user_id, "microphone")["audio"];
     assert!(
         from_user["frames_received"].as_u64().unwrap() > 200,
         "{from_user:#}"
