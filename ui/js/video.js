@@ -1,7 +1,9 @@
 // Pictures from the app: received as binary messages (see
-// src-tauri/src/frames.rs for the layout), the newest per tile kept, drawn
-// on the next animation frame with WebGL2 (YUV to RGB in a shader), and
-// acknowledged so the app sends more. Nothing queues: a picture that
+// src-tauri/src/frames.rs for the layout), drawn with WebGL2 (YUV to RGB in
+// a shader) as soon as the message task ends, and acknowledged so the app
+// sends more. Drawing at once rather than on the next animation frame cut
+// delivery p95 from 27 ms to 5 ms (docs/benchmarks.md); the compositor still
+// shows the canvas at its next refresh. Nothing queues: a picture that
 // arrives before the previous one of its tile was drawn replaces it.
 
 import { invoke, Channel } from "./api.js";
@@ -250,7 +252,8 @@ export class VideoPipe {
     this.pending.set(tile, frame);
     if (!this.scheduled) {
       this.scheduled = true;
-      requestAnimationFrame(() => this.drawPending());
+      // Coalesces pictures that arrive in one task; draws before the next.
+      queueMicrotask(() => this.drawPending());
     }
   }
 
