@@ -549,7 +549,7 @@ pub async fn run(
             },
             () = sleep_until(timeout) => engine.handle_timeouts(Instant::now()),
         }
-        engine.present_due();
+        engine.present_due(unix_micros());
         engine.drain().await;
     }
     for reader in readers {
@@ -558,6 +558,7 @@ pub async fn run(
     for slot in &engine.relays {
         slot.task.abort();
     }
+    engine.present_due(u64::MAX);
     let report = engine.report(participant_id);
     tokio::task::spawn_blocking(move || {
         engine.publisher.stop();
@@ -600,12 +601,14 @@ impl Engine {
         Some(Instant::now() + Duration::from_micros(due.saturating_sub(unix_micros())))
     }
 
-    /// Shows the held-back video frames whose audio is now being heard.
-    fn present_due(&mut self) {
+    /// Shows the held-back video frames due by `until_us`: those whose
+    /// audio is now being heard, or all of them when the call stops (every
+    /// decoded picture is shown once).
+    fn present_due(&mut self, until_us: u64) {
         let now = unix_micros();
         let mut index = 0;
         while index < self.pending.len() {
-            if self.pending[index].due_us > now {
+            if self.pending[index].due_us > until_us {
                 index += 1;
                 continue;
             }
