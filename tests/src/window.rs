@@ -138,10 +138,14 @@ impl Driver {
                 .stdout(log.try_clone()?)
                 .stderr(log),
         )?;
-        wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .context("tauri-driver did not start listening")?;
+        // tauri-driver listens at once but starts WebKitWebDriver behind it
+        // without waiting; a session asked for before that one listens fails.
+        for (what, port) in [("tauri-driver", port), ("WebKitWebDriver", native_port)] {
+            wait_until(Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .with_context(|| format!("{what} did not start listening"))?;
+        }
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(60)))
             .http_status_as_error(false)
