@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use parley_client::doctor::{Check, DoctorOptions, diagnose};
 use parley_client::media::engine::MediaCommand;
-use parley_client::net::NetworkOptions;
 use parley_client::profile::AudioProcessing;
 use tauri::State;
 use tauri::ipc::{Channel, InvokeResponseBody};
@@ -134,9 +133,7 @@ pub async fn subscribe_tile(
 /// "Test my connection": every way to the server, one by one.
 #[tauri::command]
 pub async fn test_connection(url: String) -> AppResult<Vec<Check>> {
-    let network = NetworkOptions::default()
-        .with_env_proxy()
-        .map_err(AppError::Invalid)?;
+    let network = crate::state::network_options()?;
     let options = DoctorOptions {
         url,
         token: None,

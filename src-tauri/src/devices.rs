@@ -48,6 +48,16 @@ pub struct DeviceList {
     pub errors: Vec<String>,
 }
 
+impl DeviceList {
+    pub fn of_kind(&self, kind: DeviceKind) -> &[Device] {
+        match kind {
+            DeviceKind::Camera => &self.cameras,
+            DeviceKind::Microphone => &self.microphones,
+            DeviceKind::Speaker => &self.speakers,
+        }
+    }
+}
+
 fn synthetic(kind: &str, names: &[&str]) -> Vec<Device> {
     names
         .iter()

@@ -56,16 +56,19 @@ pub struct FrameCounters {
     pub replaced: u64,
 }
 
+#[derive(Default)]
 struct Slot {
     /// The newest undelivered message, if any.
     pending: Option<Vec<u8>>,
+    /// When the slot last went from empty to pending (a ticket number):
+    /// the longest-waiting tile goes first, so no tile starves.
+    waiting_since: u64,
 }
 
 #[derive(Default)]
 struct Inner {
     slots: HashMap<String, Slot>,
-    /// Tiles in the order they became pending, so no tile starves.
-    order: Vec<String>,
+    next_ticket: u64,
     pool: Vec<Vec<u8>>,
 }
 
@@ -128,7 +131,7 @@ impl FrameHub {
             let inner = &mut *inner;
             // Looked up before inserting: a tile id is allocated once, not per picture.
             if !inner.slots.contains_key(tile) {
-                inner.slots.insert(tile.to_owned(), Slot { pending: None });
+                inner.slots.insert(tile.to_owned(), Slot::default());
             }
             let slot = inner.slots.get_mut(tile).expect("inserted above");
             if let Some(old) = slot.pending.replace(message) {
@@ -137,7 +140,8 @@ impl FrameHub {
                     inner.pool.push(old);
                 }
             } else {
-                inner.order.push(tile.to_owned());
+                slot.waiting_since = inner.next_ticket;
+                inner.next_ticket += 1;
             }
         }
         drop(inner);
@@ -147,15 +151,16 @@ impl FrameHub {
     /// The oldest-waiting tile's newest picture, stamped with `sequence`.
     fn take(&self, sequence: u32) -> Option<Vec<u8>> {
         let mut inner = self.lock();
-        while !inner.order.is_empty() {
-            let tile = inner.order.remove(0);
-            if let Some(mut message) = inner.slots.get_mut(&tile).and_then(|s| s.pending.take()) {
-                message[4..8].copy_from_slice(&sequence.to_le_bytes());
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                return Some(message);
-            }
-        }
-        None
+        // A scan: a call has a few dozen tiles at most.
+        let slot = inner
+            .slots
+            .values_mut()
+            .filter(|s| s.pending.is_some())
+            .min_by_key(|s| s.waiting_since)?;
+        let mut message = slot.pending.take()?;
+        message[4..8].copy_from_slice(&sequence.to_le_bytes());
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Some(message)
     }
 
     /// A sent message's buffer, back for the next picture.

@@ -84,6 +84,16 @@ pub struct Selected {
     pub speaker: Option<Device>,
 }
 
+impl Selected {
+    fn slot(&mut self, kind: DeviceKind) -> &mut Option<Device> {
+        match kind {
+            DeviceKind::Camera => &mut self.camera,
+            DeviceKind::Microphone => &mut self.microphone,
+            DeviceKind::Speaker => &mut self.speaker,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DevicesView {
     #[serde(flatten)]
@@ -282,26 +292,13 @@ impl App {
     pub async fn select_device(self: &Arc<Self>, kind: DeviceKind, id: &str) -> AppResult<()> {
         let device = {
             let list = lock(&self.devices);
-            let present = match kind {
-                DeviceKind::Camera => &list.cameras,
-                DeviceKind::Microphone => &list.microphones,
-                DeviceKind::Speaker => &list.speakers,
-            };
-            present
+            list.of_kind(kind)
                 .iter()
                 .find(|d| d.id == id)
                 .cloned()
                 .ok_or_else(|| AppError::Device(format!("no {kind:?} with id {id}")))?
         };
-        {
-            let mut selected = lock(&self.selected);
-            let slot = match kind {
-                DeviceKind::Camera => &mut selected.camera,
-                DeviceKind::Microphone => &mut selected.microphone,
-                DeviceKind::Speaker => &mut selected.speaker,
-            };
-            *slot = Some(device.clone());
-        }
+        *lock(&self.selected).slot(kind) = Some(device.clone());
         let saved = SavedDevice {
             id: device.id.clone(),
             name: device.name.clone(),
@@ -450,9 +447,7 @@ impl App {
         let profile = self.profile();
         let video = devices::video_input(selected.camera.as_ref());
         let level = Arc::new(AtomicU8::new(127));
-        let network = NetworkOptions::default()
-            .with_env_proxy()
-            .map_err(AppError::Invalid)?;
+        let network = network_options()?;
         let media = MediaOptions {
             camera_enabled: request.camera_on && video.is_some(),
             video: video.unwrap_or(parley_client::media::video::VideoInput::Synthetic),
@@ -534,13 +529,7 @@ impl App {
                 let mut value = serde_json::to_value(&report).unwrap_or_default();
                 value["input_level"] = level.load(Ordering::Relaxed).into();
                 value["frames"] = serde_json::to_value(app.hub.counters()).unwrap_or_default();
-                {
-                    let mut recent = lock(&app.recent);
-                    if recent.stats.len() == RECENT_STATS {
-                        recent.stats.pop_front();
-                    }
-                    recent.stats.push_back(value.clone());
-                }
+                push_bounded(&mut lock(&app.recent).stats, value.clone(), RECENT_STATS);
                 let _ = app.handle.emit("stats", value);
             }
         });
@@ -575,11 +564,7 @@ impl App {
                 let _ = self.handle.emit("server", redacted(&message));
             }
             ConferenceEvent::Driver(DriverEvent::Session(SessionEvent::Ended(reason))) => {
-                let detail = match reason {
-                    EndReason::Left => "left".to_owned(),
-                    EndReason::JoinRefused(code) => format!("join refused: {code}"),
-                    EndReason::Closed(reason) => format!("closed by the server: {reason:?}"),
-                };
+                let detail = end_text(&reason);
                 let _ = self.handle.emit(
                     "call-state",
                     serde_json::json!({"state": "ending", "detail": detail}),
@@ -597,13 +582,11 @@ impl App {
             }
             ConferenceEvent::Media(line) => {
                 tracing::info!(%line, "media");
-                {
-                    let mut recent = lock(&self.recent);
-                    if recent.media_lines.len() == RECENT_LINES {
-                        recent.media_lines.pop_front();
-                    }
-                    recent.media_lines.push_back(line.clone());
-                }
+                push_bounded(
+                    &mut lock(&self.recent).media_lines,
+                    line.clone(),
+                    RECENT_LINES,
+                );
                 let _ = self.handle.emit("media", line);
             }
         }
@@ -616,13 +599,7 @@ impl App {
                 let outcome = call.conference.finished().await;
                 tracing::info!(room = call.room, server = call.server_url, end = ?outcome.end, "call ended");
                 match outcome.end {
-                    Ok(EndReason::Left) => "left".to_owned(),
-                    Ok(EndReason::JoinRefused(code)) => {
-                        format!("The server refused to let us in: {code}")
-                    }
-                    Ok(EndReason::Closed(reason)) => {
-                        format!("The server ended the call: {reason:?}")
-                    }
+                    Ok(reason) => end_text(&reason),
                     Err(err) => err.to_string(),
                 }
             }
@@ -671,6 +648,30 @@ impl App {
             host.stop().await;
         }
     }
+}
+
+/// Proxy settings from the environment, as parley-cli takes them.
+pub fn network_options() -> AppResult<NetworkOptions> {
+    NetworkOptions::default()
+        .with_env_proxy()
+        .map_err(AppError::Invalid)
+}
+
+/// Why a call ended, as the page shows it (`left` when we left).
+fn end_text(reason: &EndReason) -> String {
+    match reason {
+        EndReason::Left => "left".to_owned(),
+        EndReason::JoinRefused(code) => format!("The server refused to let us in: {code}"),
+        EndReason::Closed(reason) => format!("The server ended the call: {reason:?}"),
+    }
+}
+
+/// Keeps the newest `max` values.
+fn push_bounded<T>(values: &mut VecDeque<T>, value: T, max: usize) {
+    if values.len() == max {
+        values.pop_front();
+    }
+    values.push_back(value);
 }
 
 /// The account's login name, capitalised: a name to start with when

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parley_media::audio_device::{Microphone, default_microphone};
 use parley_media::capture::{AudioSource, VideoSource};
 use parley_media::clock::unix_micros;
+use parley_media::device::DeviceError;
 use parley_media::frame::{AudioFrame, FramePool, SAMPLES_PER_FRAME, VideoFrame, level_db};
 use parley_media::h264::EncoderComplexity;
 use parley_media::opus_codec::{MAX_PACKET, OpusEncoder, OpusSettings};
@@ -199,12 +200,21 @@ impl VideoCapture {
         ) {
             Ok(source) => Some(source),
             Err(error) => {
-                self.line(serde_json::json!({
-                    "type": "cli_video_device_error",
-                    "error": error.to_string(),
-                }));
+                self.camera_failed(&error);
                 None
             }
+        }
+    }
+
+    /// Says why the camera stopped and blanks the self view; the camera
+    /// stays off until another is chosen.
+    fn camera_failed(&self, error: &DeviceError) {
+        self.line(serde_json::json!({
+            "type": "cli_video_device_error",
+            "error": error.to_string(),
+        }));
+        if let Some(sink) = &self.setup.sink {
+            sink.clear(LOCAL_TILE);
         }
     }
 
@@ -266,14 +276,8 @@ impl VideoCapture {
             let frame = match capturing.next_frame() {
                 Ok(frame) => frame,
                 Err(error) => {
-                    self.line(serde_json::json!({
-                        "type": "cli_video_device_error",
-                        "error": error.to_string(),
-                    }));
+                    self.camera_failed(&error);
                     source = None;
-                    if let Some(sink) = &self.setup.sink {
-                        sink.clear(LOCAL_TILE);
-                    }
                     continue;
                 }
             };
