@@ -25,6 +25,7 @@ use serde_json::Value;
 
 const WARM_UP: Duration = Duration::from_secs(8);
 const MEASURE: Duration = Duration::from_secs(20);
+const MEMORY_SAMPLES: usize = 20;
 
 struct App(Child);
 
@@ -128,25 +129,55 @@ fn memory_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn memory_report(label: &str, pid: u32) {
-    let mut pss_total = 0;
-    let mut rss_total = 0;
+/// One reading of every process: total PSS and RSS (kB) and PSS by role.
+struct MemorySample {
+    pss: u64,
+    rss: u64,
+    parts: String,
+}
+
+fn memory_sample(pid: u32) -> MemorySample {
+    let mut sample = MemorySample {
+        pss: 0,
+        rss: 0,
+        parts: String::new(),
+    };
     let mut parts = Vec::new();
     for (p, name) in process_tree(pid) {
         let (pss, rss) = (memory_kb(p, "Pss:"), memory_kb(p, "Rss:"));
         if rss == 0 {
             continue;
         }
-        pss_total += pss;
-        rss_total += rss;
+        sample.pss += pss;
+        sample.rss += rss;
         parts.push(format!("{}={:.0}", role(&name), pss as f64 / 1024.0));
     }
+    sample.parts = parts.join(", ");
+    sample
+}
+
+/// Reads memory once a second for `MEMORY_SAMPLES` seconds and reports the
+/// median and the highest reading: the web process's size follows its
+/// garbage collector, so one reading says little.
+fn memory_report(label: &str, pid: u32) -> f64 {
+    let mut samples: Vec<MemorySample> = (0..MEMORY_SAMPLES)
+        .map(|_| {
+            std::thread::sleep(Duration::from_secs(1));
+            memory_sample(pid)
+        })
+        .collect();
+    samples.sort_by_key(|s| s.pss);
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let median = &samples[samples.len() / 2];
+    let highest = samples.last().map_or(0, |s| s.pss);
     println!(
-        "| {label} | {:.0} | {:.0} | {} |",
-        pss_total as f64 / 1024.0,
-        rss_total as f64 / 1024.0,
-        parts.join(", ")
+        "| {label} | {:.0} | {:.0} | {:.0} | {} |",
+        mb(median.pss),
+        mb(highest),
+        mb(median.rss),
+        median.parts
     );
+    mb(median.pss)
 }
 
 /// The page's `frame delivery` log lines (one per 5 s).
@@ -249,8 +280,10 @@ fn main() {
     println!();
     println!("Memory, all processes (MB):");
     println!();
-    println!("| state | PSS | RSS | PSS by process |");
-    println!("|---|---|---|---|");
+    println!(
+        "| state | PSS median of {MEMORY_SAMPLES} s | PSS highest | RSS median | PSS by process (median reading) |"
+    );
+    println!("|---|---|---|---|---|");
     let profile = dir.path().join("profile-memory");
     let idle = launch(
         &screen.display,
@@ -258,7 +291,7 @@ fn main() {
         &dir.path().join("idle.log"),
     );
     std::thread::sleep(Duration::from_secs(10));
-    memory_report("idle (prejoin, preview on)", idle.0.id());
+    let idle_pss = memory_report("idle (prejoin, preview on)", idle.0.id());
     drop(idle);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -292,7 +325,12 @@ fn main() {
         &dir.path().join("call.log"),
     );
     std::thread::sleep(Duration::from_secs(20));
-    memory_report("4-person call, 20 s in", call.0.id());
+    let call_pss = memory_report("4-person call, 20–40 s in", call.0.id());
+    println!();
+    println!(
+        "A 4-person call adds {:.0} MB PSS over idle (median readings).",
+        call_pss - idle_pss
+    );
     drop(call);
     for bot in &mut bots {
         let _ = bot.kill();

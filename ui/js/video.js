@@ -82,6 +82,7 @@ class GlRenderer {
     });
     this.width = 0;
     this.height = 0;
+    this.kind = "webgl2";
   }
 
   draw(frame) {
@@ -140,6 +141,7 @@ class CanvasRenderer {
     this.canvas = canvas;
     this.context = canvas.getContext("2d");
     this.image = null;
+    this.kind = "2d";
   }
 
   draw({ width, height, data, offset }) {
@@ -305,6 +307,7 @@ export class VideoPipe {
       replaced_in_page: this.stats.replaced,
       latency_ms: { p50: at(0.5), p95: at(0.95), max: sorted.at(-1) ?? null, samples: sorted.length },
       tiles: this.views.size,
+      renderers: [...new Set([...this.views.values()].map((view) => view.renderer.kind))],
     };
     this.stats.latencies = [];
     window.parleyFrameStats = stats;
