@@ -45,6 +45,84 @@ pub struct AppArgs {
     /// Port of the SFU hosted on this computer (0: any free one).
     #[arg(long, default_value_t = 7880)]
     pub host_port: u16,
+    /// A join link, `parley://join?server=wss://…&room=…[&name=…]`: joins
+    /// at once (the desktop entry passes links clicked elsewhere here).
+    #[arg(value_name = "LINK", value_parser = JoinLink::parse)]
+    pub link: Option<JoinLink>,
+}
+
+impl AppArgs {
+    /// Parses the command line and lets a join link fill in what the flags
+    /// left out.
+    pub fn from_command_line() -> Self {
+        let mut args = Self::parse();
+        args.apply_link();
+        args
+    }
+
+    fn apply_link(&mut self) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        self.server.get_or_insert(link.server);
+        self.room.get_or_insert(link.room);
+        if let Some(name) = link.name {
+            self.name.get_or_insert(name);
+        }
+        self.join = true;
+    }
+}
+
+/// Longest link accepted; real ones are well under it.
+const MAX_LINK: usize = 2048;
+const MAX_ROOM: usize = 128;
+const MAX_NAME: usize = 64;
+
+/// What a `parley://join` link asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinLink {
+    pub server: String,
+    pub room: String,
+    pub name: Option<String>,
+}
+
+impl JoinLink {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_LINK {
+            return Err(format!("link longer than {MAX_LINK} characters"));
+        }
+        let link = url::Url::parse(text).map_err(|err| format!("not a link: {err}"))?;
+        if link.scheme() != "parley" || link.host_str() != Some("join") {
+            return Err("expected parley://join?server=…&room=…".to_owned());
+        }
+        let (mut server, mut room, mut name) = (None, None, None);
+        for (key, value) in link.query_pairs() {
+            match key.as_ref() {
+                "server" => server = Some(value.into_owned()),
+                "room" => room = Some(value.into_owned()),
+                "name" => name = Some(value.into_owned()),
+                // Newer links may carry more; they still join.
+                _ => {}
+            }
+        }
+        let server = server.ok_or("the link names no server")?;
+        // A link from a web page must not make this computer host a room.
+        let server_url =
+            url::Url::parse(&server).map_err(|err| format!("the link's server: {err}"))?;
+        if !matches!(server_url.scheme(), "ws" | "wss") {
+            return Err("the link's server must be a ws:// or wss:// URL".to_owned());
+        }
+        let room = room
+            .filter(|r| !r.trim().is_empty())
+            .ok_or("the link names no room")?;
+        if room.chars().count() > MAX_ROOM {
+            return Err(format!("room name longer than {MAX_ROOM} characters"));
+        }
+        let name = name
+            .map(|n| n.trim().chars().take(MAX_NAME).collect::<String>())
+            .filter(|n| !n.is_empty());
+        Ok(Self { server, room, name })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -52,4 +130,64 @@ pub struct AppArgs {
 pub enum FrameTransport {
     Websocket,
     Channel,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_link_fills_in_what_flags_leave_out() {
+        let mut args = AppArgs::parse_from([
+            "parley",
+            "--name",
+            "Ada",
+            "parley://join?server=wss%3A%2F%2Fsfu.example.org%2Fws&room=team%20sync&name=Bob",
+        ]);
+        args.apply_link();
+        assert_eq!(args.server.as_deref(), Some("wss://sfu.example.org/ws"));
+        assert_eq!(args.room.as_deref(), Some("team sync"));
+        assert_eq!(
+            args.name.as_deref(),
+            Some("Ada"),
+            "a flag wins over the link"
+        );
+        assert!(args.join);
+    }
+
+    #[test]
+    fn unusable_links_are_refused_with_a_reason() {
+        for (link, reason) in [
+            ("https://example.org/join?room=a", "expected parley://join"),
+            (
+                "parley://call?server=ws://a/ws&room=r",
+                "expected parley://join",
+            ),
+            ("parley://join?room=r", "no server"),
+            ("parley://join?server=host&room=r", "server"),
+            ("parley://join?server=http://a/ws&room=r", "ws:// or wss://"),
+            ("parley://join?server=ws://a/ws&room=%20", "no room"),
+            ("not a link", "not a link"),
+        ] {
+            let err = JoinLink::parse(link).expect_err(link);
+            assert!(err.contains(reason), "{link}: {err}");
+        }
+        let long = format!("parley://join?server=ws://a/ws&room={}", "r".repeat(3000));
+        assert!(JoinLink::parse(&long).unwrap_err().contains("longer"));
+        let args = AppArgs::try_parse_from(["parley", "parley://join?room=r"]);
+        assert!(
+            args.is_err(),
+            "a bad link is a command-line error, not a panic"
+        );
+    }
+
+    #[test]
+    fn names_from_links_are_trimmed_and_bounded() {
+        let link = JoinLink::parse(&format!(
+            "parley://join?server=ws://a:7880/ws&room=r&name=%20{}%20&extra=1",
+            "n".repeat(100)
+        ))
+        .unwrap();
+        assert_eq!(link.name.map(|n| n.len()), Some(MAX_NAME));
+    }
 }

@@ -20,7 +20,6 @@ mod state;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser as _;
 use parley_client::profile::{ProfileStore, WindowGeometry};
 use tauri::{Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 
@@ -32,7 +31,7 @@ const DEFAULT_SIZE: (f64, f64) = (1280.0, 720.0);
 const MIN_SIZE: (f64, f64) = (480.0, 360.0);
 
 fn main() -> ExitCode {
-    let args = AppArgs::parse();
+    let args = AppArgs::from_command_line();
     if let Err(message) = display_available() {
         eprintln!("parley: {message}");
         return ExitCode::FAILURE;

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod clean_root;
 pub mod netlab;
 pub mod participant;
 pub mod pulse;
@@ -82,8 +83,7 @@ impl SfuProcess {
     /// Starts `parley-sfu <args>` exactly as given, inside network namespace
     /// `netns` when one is named, and waits for its ready line.
     pub async fn start_in(netns: Option<&str>, args: &[&str]) -> anyhow::Result<Self> {
-        let stderr_log = tempfile::NamedTempFile::new()?;
-        let mut child = match netns {
+        let command = match netns {
             Some(netns) => {
                 let mut command = Command::new("ip");
                 command
@@ -93,7 +93,14 @@ impl SfuProcess {
             }
             None => Command::new(bin("parley-sfu")),
         };
-        let mut child = child
+        Self::start_command(command, args).await
+    }
+
+    /// Starts `command` (a `parley-sfu`, however launched) with `args` and
+    /// waits for its ready line.
+    pub async fn start_command(mut command: Command, args: &[&str]) -> anyhow::Result<Self> {
+        let stderr_log = tempfile::NamedTempFile::new()?;
+        let mut child = command
             .args(args)
             .env_remove("PARLEY_AUTH_SECRET")
             .env_remove("PARLEY_SFU_CONFIG")

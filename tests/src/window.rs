@@ -124,10 +124,28 @@ impl Driver {
             Path::new(NATIVE_DRIVER).exists(),
             "{NATIVE_DRIVER} is missing: `cargo xtask test` installs it (Debian package webkit2gtk-driver)"
         );
+        Self::start_with(Command::new(tauri_driver()?), display, log)
+    }
+
+    /// tauri-driver and the app inside the system at `root` (entered with
+    /// chroot): `root` has `/usr/local/bin/tauri-driver` and WebKit's driver,
+    /// and the app path given to `launch` is a path in `root`.
+    pub fn start_in_root(root: &Path, display: &str, log: &Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            root.join(NATIVE_DRIVER.trim_start_matches('/')).exists(),
+            "{NATIVE_DRIVER} is missing in {}",
+            root.display()
+        );
+        let mut command = Command::new("chroot");
+        command.arg(root).arg("/usr/local/bin/tauri-driver");
+        Self::start_with(command, display, log)
+    }
+
+    fn start_with(mut command: Command, display: &str, log: &Path) -> anyhow::Result<Self> {
         let (port, native_port) = (free_port()?, free_port()?);
         let log = std::fs::File::create(log)?;
         let process = spawn_group(
-            Command::new(tauri_driver()?)
+            command
                 .args(["--port", &port.to_string()])
                 .args(["--native-port", &native_port.to_string()])
                 .args(["--native-driver", NATIVE_DRIVER])
@@ -300,4 +318,27 @@ pub fn artifacts_dir(name: &str) -> PathBuf {
         .join(name);
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+fn mean(values: &[Value]) -> f64 {
+    values.iter().filter_map(Value::as_f64).sum::<f64>() / values.len().max(1) as f64
+}
+
+/// The tile is drawn from real pictures: sampled pixels are not black and
+/// they change within a second.
+pub async fn assert_tile_moves(session: &Session<'_>, tile: &str) {
+    let sample_script = format!("return window.parleyVideo.sample('{tile}', 4)");
+    let first = session
+        .execute(&sample_script, &[])
+        .expect("sampling the tile");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = session
+        .execute(&sample_script, &[])
+        .expect("sampling the tile");
+    let (first, second) = (
+        first.as_array().expect("sampling the tile"),
+        second.as_array().expect("sampling the tile"),
+    );
+    assert!(mean(first) > 30.0, "the tile is not black: {first:?}");
+    assert_ne!(first, second, "the tile changes over time");
 }

@@ -14,9 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use parley_e2e::participant::Participant;
-use parley_e2e::window::{Driver, ENTER, Session, Xvfb, artifacts_dir};
+use parley_e2e::window::{Driver, ENTER, Xvfb, artifacts_dir, assert_tile_moves};
 use parley_e2e::{SfuProcess, bin};
-use serde_json::Value;
 
 const UI_PATIENCE: Duration = Duration::from_secs(30);
 /// Let the page paint what the DOM just changed before the screenshot.
@@ -32,10 +31,6 @@ fn app_args(profile: &Path, extra: &[&str]) -> Vec<String> {
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args
-}
-
-fn mean(values: &[Value]) -> f64 {
-    values.iter().filter_map(Value::as_f64).sum::<f64>() / values.len().max(1) as f64
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,16 +176,4 @@ fn choose_second_camera(driver: &Driver, app: &Path, profile: &Path, artifacts: 
     session
         .screenshot(&artifacts.join("1-prejoin.png"))
         .unwrap();
-}
-
-/// The tile is drawn from real pictures: sampled pixels are not black and
-/// they change within a second.
-async fn assert_tile_moves(session: &Session<'_>, tile: &str) {
-    let sample_script = format!("return window.parleyVideo.sample('{tile}', 4)");
-    let first = session.execute(&sample_script, &[]).unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let second = session.execute(&sample_script, &[]).unwrap();
-    let (first, second) = (first.as_array().unwrap(), second.as_array().unwrap());
-    assert!(mean(first) > 30.0, "the tile is not black: {first:?}");
-    assert_ne!(first, second, "the tile changes over time");
 }

@@ -3,6 +3,7 @@
 //!
 //! Dependency-free on purpose: it must compile before anything is installed.
 
+mod bundle;
 mod demo;
 mod native;
 mod system;
@@ -23,7 +24,11 @@ commands:
                         (pass app flags after --, e.g. -- --fake-media)
   run --sfu [--listen ADDR]
                         build and start only the SFU (open mode, default 127.0.0.1:7880)
-  test                  install what is missing, then fmt --check, clippy -D warnings, all tests
+  test                  install what is missing, then fmt --check, clippy -D warnings, the
+                        packages (as bundle), all tests (the package test installs them
+                        into a clean Debian root)
+  bundle                build the app's .deb and .rpm and the server's and CLI's .deb
+                        (release, stripped) into dist/ and print their paths and sizes
   env                   set up the native parts; print the exports that let plain `cargo build` find the native parts
 
 environment:
@@ -56,7 +61,8 @@ const BUILD_PACKAGES: &[&str] = &[
 /// firewall for the client host (iproute2, nftables), a TURN server
 /// (coturn), an HTTP proxy (tinyproxy), and a sound server with virtual
 /// devices reached through ALSA (pulseaudio, its tools, the ALSA plugin),
-/// and a virtual screen with WebKit's WebDriver for the app's window tests.
+/// a virtual screen with WebKit's WebDriver for the app's window tests, and
+/// debootstrap for the clean Debian root the packages are installed into.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -68,6 +74,7 @@ const TEST_PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "webkit2gtk-driver",
+    "debootstrap",
 ];
 
 fn main() -> ExitCode {
@@ -75,6 +82,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bundle") => bundle::run(&args[1..]),
         Some("env") => ensure_packages(BUILD_PACKAGES)
             .and_then(|()| native::ensure())
             .map(|()| println!("{}", native::shell_exports())),
@@ -216,8 +224,17 @@ fn test(args: &[String]) -> Result<(), String> {
     ]))?;
     // The end-to-end tests start these binaries, so build them first.
     Step::new("build").run(cargo(&["build", "--workspace", "--bins", "--locked"]))?;
+    // The package test installs what QA installs.
+    let packages = bundle::build()?;
+    println!(
+        "xtask: {} packages in {}",
+        packages.len(),
+        bundle::output_dir().display()
+    );
     let mut tests = cargo(&["test", "--workspace", "--locked"]);
-    tests.env("PARLEY_TAURI_DRIVER", &tauri_driver);
+    tests
+        .env("PARLEY_TAURI_DRIVER", &tauri_driver)
+        .env("PARLEY_BUNDLE_DIR", bundle::output_dir());
     Step::new("tests").run(tests)?;
     println!("xtask: all checks passed in {:.0?}", started.elapsed());
     Ok(())

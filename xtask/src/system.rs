@@ -1,5 +1,6 @@
 //! Installing what the build needs, and running steps with timing.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -143,26 +144,60 @@ const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 /// Installs `tauri-driver` (the WebDriver front for the app's window
 /// tests) under `tools`, unless that version is already there. Returns its path.
-pub fn ensure_tauri_driver(tools: &std::path::Path) -> Result<std::path::PathBuf, String> {
-    let path = tools.join("bin").join("tauri-driver");
-    let stamp = tools.join(format!(".tauri-driver-{TAURI_DRIVER_VERSION}"));
+pub fn ensure_tauri_driver(tools: &Path) -> Result<PathBuf, String> {
+    ensure_cargo_tool(tools, "tauri-driver", TAURI_DRIVER_VERSION)
+}
+
+/// Version of cargo-deb that packages the server and the CLI.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+pub fn ensure_cargo_deb(tools: &Path) -> Result<PathBuf, String> {
+    ensure_cargo_tool(tools, "cargo-deb", CARGO_DEB_VERSION)
+}
+
+/// `cargo install`s one version of a tool under `tools` (a stamp file
+/// remembers which), unless it is already there. Returns the binary's path.
+fn ensure_cargo_tool(tools: &Path, name: &'static str, version: &str) -> Result<PathBuf, String> {
+    let path = tools.join("bin").join(name);
+    let stamp = tools.join(format!(".{name}-{version}"));
     if path.exists() && stamp.exists() {
         return Ok(path);
     }
     let mut install = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     install
-        .args([
-            "install",
-            "tauri-driver",
-            "--locked",
-            "--version",
-            TAURI_DRIVER_VERSION,
-        ])
+        .args(["install", name, "--locked", "--version", version])
         .arg("--root")
         .arg(tools)
         // Its own target directory: the workspace's lock must not be shared.
         .env_remove("CARGO_TARGET_DIR");
-    Step::new("install tauri-driver").run(install)?;
-    std::fs::write(&stamp, TAURI_DRIVER_VERSION).map_err(|e| e.to_string())?;
+    Step::new(name).run(install)?;
+    std::fs::write(&stamp, version).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Version of the Tauri CLI (from npm, prebuilt: seconds instead of a
+/// long `cargo install tauri-cli`).
+const TAURI_CLI_VERSION: &str = "2.12.5";
+
+/// Installs `@tauri-apps/cli` with npm under `tools/tauri-cli` (Node.js and
+/// npm from Debian when the machine has none). Returns the `tauri` script.
+pub fn ensure_tauri_cli(tools: &Path) -> Result<PathBuf, String> {
+    let prefix = tools.join("tauri-cli");
+    let path = prefix.join("node_modules").join(".bin").join("tauri");
+    let stamp = prefix.join(format!(".version-{TAURI_CLI_VERSION}"));
+    if path.exists() && stamp.exists() {
+        return Ok(path);
+    }
+    if !has("npm") {
+        ensure_packages(&["nodejs", "npm"])?;
+    }
+    std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+    let mut install = Command::new("npm");
+    install
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(format!("@tauri-apps/cli@{TAURI_CLI_VERSION}"));
+    Step::new("npm install @tauri-apps/cli").run(install)?;
+    std::fs::write(&stamp, TAURI_CLI_VERSION).map_err(|e| e.to_string())?;
     Ok(path)
 }

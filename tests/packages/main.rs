@@ -1,0 +1,330 @@
+//! The packages QA installs (`cargo xtask bundle`), installed into a clean
+//! Debian bookworm root with apt, so a missing `Depends` fails here: every
+//! binary starts and links, the server package made its user, secret and
+//! unit (which `systemd-analyze verify` accepts) and starts from its own
+//! configuration, and under Xvfb the packaged app, opened with a
+//! `parley://join` link and `--fake-media`, joins an SFU started from the
+//! package and shows a remote bot's moving video. The packages carry no
+//! debug symbols and no build paths. Screenshots land in
+//! `<target>/test-artifacts/packages`.
+//!
+//! Needs root, debootstrap and the Debian mirror; `cargo xtask test` builds
+//! the packages first and passes their folder as `PARLEY_BUNDLE_DIR`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parley_e2e::SfuProcess;
+use parley_e2e::clean_root::CleanRoot;
+use parley_e2e::participant::Participant;
+use parley_e2e::window::{Driver, Xvfb, artifacts_dir, assert_tile_moves, tauri_driver};
+
+const UI_PATIENCE: Duration = Duration::from_secs(60);
+/// The app's .deb must stay under this (docs/benchmarks.md).
+const APP_DEB_LIMIT: u64 = 20 * 1000 * 1000;
+
+fn bundle_dir() -> PathBuf {
+    std::env::var_os("PARLEY_BUNDLE_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"),
+        PathBuf::from,
+    )
+}
+
+/// The one package in the bundle folder whose name starts with `prefix`.
+fn package(prefix: &str, extension: &str) -> PathBuf {
+    let dir = bundle_dir();
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| {
+            panic!(
+                "no packages in {}: {err}; run `cargo xtask bundle`",
+                dir.display()
+            )
+        })
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(extension)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {prefix}*{extension} in {}: {found:?}",
+        dir.display()
+    );
+    found.into_iter().next().unwrap()
+}
+
+/// Folders of the build machine that must not appear in shipped binaries.
+fn build_paths() -> Vec<String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let home = std::env::var("HOME").unwrap();
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
+    let target = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_path_buf();
+    vec![
+        workspace.display().to_string(),
+        format!("{cargo_home}/registry"),
+        target.display().to_string(),
+    ]
+}
+
+fn assert_stripped_and_relocatable(deb: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "dpkg-deb -x {}", deb.display());
+    let forbidden = build_paths();
+    let mut binaries = 0;
+    for file in walk(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        if !bytes.starts_with(b"\x7fELF") {
+            continue;
+        }
+        binaries += 1;
+        let sections = std::process::Command::new("readelf")
+            .args(["-S", "--wide"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let sections = String::from_utf8_lossy(&sections.stdout);
+        for section in [".debug_", ".symtab"] {
+            assert!(
+                !sections.contains(section),
+                "{} in {} has {section} sections",
+                file.display(),
+                deb.display()
+            );
+        }
+        for path in &forbidden {
+            let hits = bytes
+                .windows(path.len())
+                .filter(|w| *w == path.as_bytes())
+                .count();
+            assert_eq!(
+                hits,
+                0,
+                "{} in {} names the build folder {path} {hits} times",
+                file.display(),
+                deb.display()
+            );
+        }
+    }
+    assert!(binaries > 0, "no program in {}", deb.display());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            files.extend(walk(&path));
+        } else if path.is_file() {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packages_install_on_clean_debian_and_the_packaged_app_joins_a_packaged_sfu() {
+    let artifacts = artifacts_dir("packages");
+    let debs = [
+        package("Parley_", ".deb"),
+        package("parley-sfu_", ".deb"),
+        package("parley-cli_", ".deb"),
+    ];
+    for deb in &debs {
+        assert_stripped_and_relocatable(deb);
+    }
+    let app_size = std::fs::metadata(&debs[0]).unwrap().len();
+    assert!(
+        app_size < APP_DEB_LIMIT,
+        "the app's .deb is {app_size} bytes, over {APP_DEB_LIMIT}"
+    );
+    let app_rpm = package("Parley-", ".rpm");
+    assert!(std::fs::metadata(&app_rpm).unwrap().len() > 1_000_000);
+
+    let root = CleanRoot::create().expect("a clean Debian root");
+    install_and_start_every_program(&root, &debs);
+    check_what_the_packages_put_in_place(&root);
+    let sfu = start_packaged_sfu(&root).await;
+    packaged_app_shows_a_bot(&root, &sfu, &artifacts).await;
+}
+
+/// apt must find every dependency from the packages' metadata, and every
+/// program links and starts before any test tool is installed.
+fn install_and_start_every_program(root: &CleanRoot, debs: &[PathBuf]) {
+    let mut inside = Vec::new();
+    for deb in debs {
+        let name = format!(
+            "/tmp/packages/{}",
+            deb.file_name().unwrap().to_string_lossy()
+        );
+        root.copy_in(deb, &name).unwrap();
+        inside.push(name);
+    }
+    root.run(&["apt-get", "update", "-q"]).unwrap();
+    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    install.extend(inside.iter().map(String::as_str));
+    root.run(&install).expect("apt installs the packages");
+    let version = env!("CARGO_PKG_VERSION");
+    for program in ["parley", "parley-sfu", "parley-cli"] {
+        let path = format!("/usr/bin/{program}");
+        let libraries = root.run(&["ldd", &path]).unwrap();
+        assert!(
+            !libraries.contains("not found"),
+            "{program} misses libraries its package does not depend on:\n{libraries}"
+        );
+        let printed = root.run(&[&path, "--version"]).unwrap();
+        assert!(printed.contains(version), "{program} --version: {printed}");
+    }
+}
+
+/// The desktop entry and icons, the server's user and secret, and a unit
+/// that systemd's own checks accept.
+fn check_what_the_packages_put_in_place(root: &CleanRoot) {
+    let desktop =
+        std::fs::read_to_string(root.path().join("usr/share/applications/Parley.desktop"))
+            .expect("the app's desktop entry");
+    assert!(
+        desktop.contains("MimeType=x-scheme-handler/parley;"),
+        "{desktop}"
+    );
+    assert!(desktop.contains("Exec=parley %u"), "{desktop}");
+    for size in ["16x16", "32x32", "48x48", "128x128", "256x256", "512x512"] {
+        let icon = root
+            .path()
+            .join(format!("usr/share/icons/hicolor/{size}/apps/parley.png"));
+        assert!(icon.exists(), "{} is missing", icon.display());
+    }
+    let user = root.run(&["id", "-un", "parley"]).unwrap();
+    assert_eq!(user.trim(), "parley", "the server's user");
+    let secret = root
+        .run(&["stat", "-c", "%a %U:%G %s", "/etc/parley/auth-secret"])
+        .unwrap();
+    let fields: Vec<&str> = secret.split_whitespace().collect();
+    assert_eq!(fields[..2], ["640", "root:parley"], "auth secret: {secret}");
+    assert!(
+        fields[2].parse::<u32>().unwrap() >= 32,
+        "auth secret: {secret}"
+    );
+    root.run(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "systemd",
+    ])
+    .unwrap();
+    let verify = root
+        .run(&[
+            "systemd-analyze",
+            "verify",
+            "/usr/lib/systemd/system/parley-sfu.service",
+        ])
+        .expect("systemd-analyze verify accepts the unit");
+    assert!(!verify.contains("parley-sfu.service:"), "{verify}");
+}
+
+/// The server starts as its user from the installed configuration (which
+/// needs the secret postinst made); the call then uses it in open mode.
+async fn start_packaged_sfu(root: &CleanRoot) -> SfuProcess {
+    let as_parley = || {
+        let mut command = tokio::process::Command::new("chroot");
+        command
+            .arg("--userspec=parley:parley")
+            .arg(root.path())
+            .arg("/usr/bin/parley-sfu");
+        command
+    };
+    let test_ports = [
+        "--listen",
+        "127.0.0.1:0",
+        "--media-port",
+        "0",
+        "--media-tcp-port",
+        "0",
+    ];
+    let mut configured: Vec<&str> = vec!["--config", "/etc/parley/sfu.toml"];
+    configured.extend(test_ports);
+    let from_config = SfuProcess::start_command(as_parley(), &configured)
+        .await
+        .expect("the packaged SFU starts from /etc/parley/sfu.toml");
+    from_config.terminate().await.unwrap();
+    let mut open: Vec<&str> = test_ports.to_vec();
+    open.extend(["--media-ip", "127.0.0.1"]);
+    SfuProcess::start_command(as_parley(), &open)
+        .await
+        .expect("the packaged SFU starts")
+}
+
+/// Under Xvfb, the packaged app opened by a join link shows the bot's
+/// moving video (the window test's checks).
+async fn packaged_app_shows_a_bot(root: &CleanRoot, sfu: &SfuProcess, artifacts: &Path) {
+    root.run(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "webkit2gtk-driver",
+    ])
+    .unwrap();
+    root.copy_in(&tauri_driver().unwrap(), "/usr/local/bin/tauri-driver")
+        .unwrap();
+    let screen = Xvfb::start().expect("a virtual screen");
+    let driver = Driver::start_in_root(
+        root.path(),
+        &screen.display,
+        &artifacts.join("tauri-driver.log"),
+    )
+    .expect("tauri-driver starts in the clean root");
+    let work = tempfile::tempdir().unwrap();
+    let mut bot = Participant::spawn(sfu, work.path(), "Bot", &[]);
+    let bot_id = bot.participant_id().await;
+    let link = format!(
+        "parley://join?server={}&room=call&name=Packaged",
+        sfu.signaling_url
+    );
+    let args = [
+        "--fake-media".to_owned(),
+        "--profile-dir".to_owned(),
+        "/tmp/qa-profile".to_owned(),
+        link,
+    ];
+    let session = driver.launch(Path::new("/usr/bin/parley"), &args).unwrap();
+    bot.wait_for("the packaged app joining", |v| {
+        v["type"] == "participant_joined" && v["participant"]["name"] == "Packaged"
+    })
+    .await;
+    session
+        .wait_for(
+            "the bot's picture",
+            UI_PATIENCE,
+            &format!(
+                "const t = document.querySelector('.tile[data-participant=\"{bot_id}\"] canvas'); \
+                 return t && !t.hidden"
+            ),
+        )
+        .unwrap();
+    assert_tile_moves(&session, &format!("{bot_id}/camera")).await;
+    std::thread::sleep(Duration::from_millis(700));
+    session
+        .screenshot(&artifacts.join("packaged-call.png"))
+        .unwrap();
+    drop(session);
+    bot.leave().await;
+}
