@@ -19,7 +19,9 @@ use std::time::Duration;
 use parley_e2e::SfuProcess;
 use parley_e2e::clean_root::CleanRoot;
 use parley_e2e::participant::Participant;
-use parley_e2e::window::{Driver, Xvfb, artifacts_dir, assert_tile_moves, tauri_driver};
+use parley_e2e::window::{
+    Driver, Xvfb, artifacts_dir, assert_participant_video_moves, tauri_driver,
+};
 
 const UI_PATIENCE: Duration = Duration::from_secs(60);
 /// The app's .deb must stay under this (docs/benchmarks.md).
@@ -176,9 +178,9 @@ fn install_and_start_every_program(root: &CleanRoot, debs: &[PathBuf]) {
         inside.push(name);
     }
     root.run(&["apt-get", "update", "-q"]).unwrap();
-    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
-    install.extend(inside.iter().map(String::as_str));
-    root.run(&install).expect("apt installs the packages");
+    let inside: Vec<&str> = inside.iter().map(String::as_str).collect();
+    root.apt_install(&inside)
+        .expect("apt installs the packages");
     let version = env!("CARGO_PKG_VERSION");
     for program in ["parley", "parley-sfu", "parley-cli"] {
         let path = format!("/usr/bin/{program}");
@@ -220,15 +222,7 @@ fn check_what_the_packages_put_in_place(root: &CleanRoot) {
         fields[2].parse::<u32>().unwrap() >= 32,
         "auth secret: {secret}"
     );
-    root.run(&[
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "systemd",
-    ])
-    .unwrap();
+    root.apt_install(&["systemd"]).unwrap();
     let verify = root
         .run(&[
             "systemd-analyze",
@@ -274,15 +268,7 @@ async fn start_packaged_sfu(root: &CleanRoot) -> SfuProcess {
 /// Under Xvfb, the packaged app opened by a join link shows the bot's
 /// moving video (the window test's checks).
 async fn packaged_app_shows_a_bot(root: &CleanRoot, sfu: &SfuProcess, artifacts: &Path) {
-    root.run(&[
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "webkit2gtk-driver",
-    ])
-    .unwrap();
+    root.apt_install(&["webkit2gtk-driver"]).unwrap();
     root.copy_in(&tauri_driver().unwrap(), "/usr/local/bin/tauri-driver")
         .unwrap();
     let screen = Xvfb::start().expect("a virtual screen");
@@ -310,17 +296,7 @@ async fn packaged_app_shows_a_bot(root: &CleanRoot, sfu: &SfuProcess, artifacts:
         v["type"] == "participant_joined" && v["participant"]["name"] == "Packaged"
     })
     .await;
-    session
-        .wait_for(
-            "the bot's picture",
-            UI_PATIENCE,
-            &format!(
-                "const t = document.querySelector('.tile[data-participant=\"{bot_id}\"] canvas'); \
-                 return t && !t.hidden"
-            ),
-        )
-        .unwrap();
-    assert_tile_moves(&session, &format!("{bot_id}/camera")).await;
+    assert_participant_video_moves(&session, &bot_id, UI_PATIENCE).await;
     std::thread::sleep(Duration::from_millis(700));
     session
         .screenshot(&artifacts.join("packaged-call.png"))

@@ -122,6 +122,14 @@ impl CleanRoot {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// `apt-get install`s packages (names or .deb paths inside the root)
+    /// without recommends, so only declared dependencies come along.
+    pub fn apt_install(&self, packages: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+        args.extend(packages);
+        self.run(&args)
+    }
+
     /// A command that runs `program` inside the root, to be completed and
     /// started by the caller.
     pub fn command(&self, program: &str) -> tokio::process::Command {

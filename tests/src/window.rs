@@ -342,3 +342,23 @@ pub async fn assert_tile_moves(session: &Session<'_>, tile: &str) {
     assert!(mean(first) > 30.0, "the tile is not black: {first:?}");
     assert_ne!(first, second, "the tile changes over time");
 }
+
+/// Waits until the tile of `participant`'s camera shows pictures, then
+/// checks them as `assert_tile_moves` does.
+pub async fn assert_participant_video_moves(
+    session: &Session<'_>,
+    participant: &str,
+    limit: Duration,
+) {
+    session
+        .wait_for(
+            "the participant's picture",
+            limit,
+            &format!(
+                "const t = document.querySelector('.tile[data-participant=\"{participant}\"] canvas'); \
+                 return t && !t.hidden"
+            ),
+        )
+        .expect("the participant's tile shows pictures");
+    assert_tile_moves(session, &format!("{participant}/camera")).await;
+}

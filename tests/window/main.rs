@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use parley_e2e::participant::Participant;
-use parley_e2e::window::{Driver, ENTER, Xvfb, artifacts_dir, assert_tile_moves};
+use parley_e2e::window::{Driver, ENTER, Xvfb, artifacts_dir, assert_participant_video_moves};
 use parley_e2e::{SfuProcess, bin};
 
 const UI_PATIENCE: Duration = Duration::from_secs(30);
@@ -86,18 +86,7 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
     let app_id = joined["participant"]["id"].as_str().unwrap().to_owned();
 
     // 3. The bot's video is drawn: sampled pixels are not black and they move.
-    let tile = format!("{bot_id}/camera");
-    session
-        .wait_for(
-            "the bot's picture",
-            UI_PATIENCE,
-            &format!(
-                "const t = document.querySelector('.tile[data-participant=\"{bot_id}\"] canvas'); \
-                 return t && !t.hidden"
-            ),
-        )
-        .unwrap();
-    assert_tile_moves(&session, &tile).await;
+    assert_participant_video_moves(&session, &bot_id, UI_PATIENCE).await;
     std::thread::sleep(SETTLE);
     session.screenshot(&artifacts.join("2-call.png")).unwrap();
 
