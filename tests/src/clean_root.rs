@@ -130,14 +130,6 @@ impl CleanRoot {
         self.run(&args)
     }
 
-    /// A command that runs `program` inside the root, to be completed and
-    /// started by the caller.
-    pub fn command(&self, program: &str) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new("chroot");
-        command.arg(&self.path).arg(program);
-        command
-    }
-
     /// Copies a host file to `inside` (an absolute path in the root).
     pub fn copy_in(&self, host: &Path, inside: &str) -> anyhow::Result<()> {
         let target = self.path.join(inside.trim_start_matches('/'));

@@ -14,10 +14,9 @@ pub fn output_dir() -> PathBuf {
     workspace_root().join("dist")
 }
 
-/// Builds every package and returns their paths.
+/// Builds every package and returns their paths; the build's own set-up
+/// (Debian packages, native parts) is the caller's.
 pub fn build() -> Result<Vec<PathBuf>, String> {
-    system::ensure_packages(BUILD_PACKAGES)?;
-    crate::native::ensure()?;
     let tauri = system::ensure_tauri_cli(&tools_dir())?;
     let cargo_deb = system::ensure_cargo_deb(&tools_dir())?;
 
@@ -62,18 +61,17 @@ pub fn build() -> Result<Vec<PathBuf>, String> {
         }
     }
 
+    // cargo-deb is run as `cargo deb`; point cargo at the installed one.
+    let tools_bin = cargo_deb.parent().ok_or("cargo-deb without a folder")?;
+    let path = std::env::join_paths(std::iter::once(tools_bin.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .map_err(|e| e.to_string())?;
     for package in ["parley-sfu", "parley-client"] {
         let mut deb = cargo(&[]);
         deb.args(["deb", "--no-build", "--no-strip", "-p", package, "--output"])
-            .arg(&out);
-        // cargo-deb is run as `cargo deb`; point cargo at the installed one.
-        let mut path = std::env::var_os("PATH").unwrap_or_default();
-        let tools_bin = cargo_deb.parent().ok_or("cargo-deb without a folder")?;
-        path = std::env::join_paths(
-            std::iter::once(tools_bin.to_path_buf()).chain(std::env::split_paths(&path)),
-        )
-        .map_err(|e| e.to_string())?;
-        deb.env("PATH", path);
+            .arg(&out)
+            .env("PATH", &path);
         Step::new("server and CLI packages").run(deb)?;
     }
 
@@ -132,6 +130,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(arg) = args.first() {
         return Err(format!("unknown option {arg}"));
     }
+    system::ensure_packages(BUILD_PACKAGES)?;
+    crate::native::ensure()?;
     let packages = build()?;
     println!();
     for package in &packages {
