@@ -76,7 +76,8 @@ impl AppArgs {
 /// Longest link accepted; real ones are well under it.
 const MAX_LINK: usize = 2048;
 const MAX_ROOM: usize = 128;
-const MAX_NAME: usize = 64;
+/// The protocol's limit: a longer name would be refused at join.
+const MAX_NAME: usize = parley_proto::limits::MAX_NAME_CHARS;
 
 /// What a `parley://join` link asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
