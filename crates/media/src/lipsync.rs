@@ -8,6 +8,11 @@
 //! that delay. Video that is later than the audio is shown at once (holding
 //! the audio back for it is the jitter buffer's concern, not ours).
 
+/// How far (in seconds of media) a sender report's RTP time may be from the
+/// media that follows it. Reports come every few seconds at most, so a
+/// genuine one is never this far from the packets around it.
+const MAX_REPORT_DISTANCE_S: i64 = 10;
+
 /// Maps RTP times of one stream to the sender's wall clock (Unix µs).
 #[derive(Debug, Clone, Copy)]
 pub struct SenderClock {
@@ -23,9 +28,20 @@ impl SenderClock {
         }
     }
 
-    /// A sender report: RTP time `rtp_time` was wall-clock `ntp_us` at the sender.
-    pub fn update(&mut self, ntp_us: u64, rtp_time: u64) {
+    /// A sender report: RTP time `rtp_time` was wall-clock `ntp_us` at the
+    /// sender. `packet_rtp` is the RTP time of media that arrived after it.
+    ///
+    /// A report far from the media is not believed: a sender that has
+    /// written nothing yet (or whose clock bookkeeping went wrong) reports
+    /// RTP time 0, and following it would hold every picture back by the
+    /// longest hold until the next report comes. Returns whether it was kept.
+    pub fn update(&mut self, ntp_us: u64, rtp_time: u64, packet_rtp: u64) -> bool {
+        let distance = i64::from((packet_rtp as u32).wrapping_sub(rtp_time as u32) as i32).abs();
+        if distance > MAX_REPORT_DISTANCE_S * i64::from(self.clock_rate) {
+            return false;
+        }
         self.report = Some((ntp_us as i64, rtp_time as u32));
+        true
     }
 
     /// The sender's wall-clock time of `rtp_time`, once a report has come.
@@ -81,7 +97,7 @@ mod tests {
         let mut clock = SenderClock::new(90_000);
         assert_eq!(clock.wall_time_us(1_000), None);
         // Just before the 32-bit wrap.
-        clock.update(1_000_000_000, u64::from(u32::MAX) - 899);
+        assert!(clock.update(1_000_000_000, u64::from(u32::MAX) - 899, 100));
         // 900 ticks later, past the wrap, is 10 ms later.
         assert_eq!(
             clock.wall_time_us(u64::from(u32::MAX) + 1),
@@ -92,6 +108,21 @@ mod tests {
             clock.wall_time_us(u64::from(u32::MAX) - 899 - 90_000),
             Some(999_000_000)
         );
+    }
+
+    #[test]
+    fn a_report_far_from_the_media_is_not_believed() {
+        let mut clock = SenderClock::new(90_000);
+        let media = 599_223_704;
+        // A sender that had written nothing yet reports RTP time 0.
+        assert!(!clock.update(1_000_000_000, 0, media));
+        assert_eq!(clock.wall_time_us(media), None);
+        // A genuine report a second before the media is taken.
+        assert!(clock.update(1_000_000_000, media - 90_000, media));
+        assert_eq!(clock.wall_time_us(media), Some(1_001_000_000));
+        // And a later bogus one does not replace it.
+        assert!(!clock.update(2_000_000_000, 0, media + 90_000));
+        assert_eq!(clock.wall_time_us(media), Some(1_001_000_000));
     }
 
     #[test]

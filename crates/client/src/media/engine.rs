@@ -32,6 +32,7 @@ use super::audio::{
 use super::call::{
     CallOutput, CallSession, ConnectionStats, IcePolicy, RemoteTrack, TrackTransportStats,
 };
+use super::presentation::HeldFrames;
 use super::publisher::{CaptureSetup, Encoded, Publisher, VideoControl, VideoSetup};
 use super::receiver::{AudioReceiver, AudioReport, VideoReceiver, VideoReport};
 use super::stun::{StunDiscovery, stun_host_port};
@@ -424,7 +425,7 @@ struct Engine {
     /// Per remote participant: stream clocks and the audio delay video follows.
     sync: HashMap<String, ParticipantSync>,
     /// Decoded pictures held until their audio is heard.
-    pending: Vec<PendingFrame>,
+    held: HeldFrames<RemoteTrack, VideoFrame>,
     /// Per remote video track, its tile's size (`None`: paused).
     tile_sizes: HashMap<(String, String), Option<(u32, u32)>>,
     loss: LossSimulator,
@@ -517,7 +518,7 @@ pub async fn run(
         audio,
         playout,
         sync: HashMap::new(),
-        pending: Vec::new(),
+        held: HeldFrames::default(),
         tile_sizes: HashMap::new(),
         remotes: HashMap::new(),
         notices,
@@ -570,14 +571,29 @@ pub async fn run(
 }
 
 impl Engine {
-    fn follow_sender_report(&mut self, track: &RemoteTrack, report: Option<(u64, u64)>) {
+    /// Takes the newest sender report that came before media at `packet_rtp`.
+    fn follow_sender_report(
+        &mut self,
+        track: &RemoteTrack,
+        report: Option<(u64, u64)>,
+        packet_rtp: u64,
+    ) {
         let Some((ntp_us, rtp_time)) = report else {
             return;
         };
         let sync = self.sync.entry(track.participant_id.clone()).or_default();
-        match track.kind {
-            TrackKind::Audio => sync.audio.update(ntp_us, rtp_time),
-            TrackKind::Video => sync.video.update(ntp_us, rtp_time),
+        let clock = match track.kind {
+            TrackKind::Audio => &mut sync.audio,
+            TrackKind::Video => &mut sync.video,
+        };
+        if !clock.update(ntp_us, rtp_time, packet_rtp) {
+            tracing::debug!(
+                participant = track.participant_id,
+                track = track.track_id,
+                rtp_time,
+                packet_rtp,
+                "sender report far from the media ignored"
+            );
         }
     }
 
@@ -597,7 +613,7 @@ impl Engine {
 
     /// When the next held-back video frame is due.
     fn next_render(&self) -> Option<Instant> {
-        let due = self.pending.iter().map(|p| p.due_us).min()?;
+        let due = self.held.next_due_us()?;
         Some(Instant::now() + Duration::from_micros(due.saturating_sub(unix_micros())))
     }
 
@@ -606,20 +622,14 @@ impl Engine {
     /// decoded picture is shown once).
     fn present_due(&mut self, until_us: u64) {
         let now = unix_micros();
-        let mut index = 0;
-        while index < self.pending.len() {
-            if self.pending[index].due_us > until_us {
-                index += 1;
-                continue;
-            }
-            let due = self.pending.swap_remove(index);
+        for (track, frame) in self.held.take_due(until_us) {
             if let Some(RemoteState {
                 receiver: Receiver::Video(video),
                 ..
-            }) = self.remotes.get_mut(&due.track)
+            }) = self.remotes.get_mut(&track)
             {
-                show_remote(self.options.video_sink.as_deref(), &due.track, &due.frame);
-                video.present(due.frame, now);
+                show_remote(self.options.video_sink.as_deref(), &track, &frame);
+                video.present(frame, now);
             }
         }
     }
@@ -1042,7 +1052,7 @@ impl Engine {
                     data,
                     sender_report,
                 } => {
-                    self.follow_sender_report(&track, sender_report);
+                    self.follow_sender_report(&track, sender_report, rtp_time);
                     self.receive(track, rtp_time, contiguous, &data).await;
                 }
                 CallOutput::KeyframeRequested { rid, .. } => {
@@ -1099,16 +1109,10 @@ impl Engine {
                         .video
                         .wall_time_us(rtp_time)
                         .and_then(|captured| sync.lipsync.render_at_us(captured, now_us as i64));
-                    match due {
-                        Some(due) if due > now_us as i64 => self.pending.push(PendingFrame {
-                            due_us: due as u64,
-                            track: track.clone(),
-                            frame,
-                        }),
-                        _ => {
-                            show_remote(self.options.video_sink.as_deref(), &track, &frame);
-                            video.present(frame, now_us);
-                        }
+                    let due = due.map(|due| due.max(0) as u64);
+                    for (_, frame) in self.held.push(track.clone(), frame, due, now_us) {
+                        show_remote(self.options.video_sink.as_deref(), &track, &frame);
+                        video.present(frame, now_us);
                     }
                     decoded
                 });
@@ -1276,13 +1280,6 @@ impl Default for ParticipantSync {
             lipsync: LipSync::default(),
         }
     }
-}
-
-/// A decoded picture waiting for the audio of its moment to be heard.
-struct PendingFrame {
-    due_us: u64,
-    track: RemoteTrack,
-    frame: VideoFrame,
 }
 
 /// The mixer's name for a remote track.

@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod call;
 pub mod engine;
+pub mod presentation;
 pub mod publisher;
 pub mod receiver;
 pub mod stun;
