@@ -5,7 +5,9 @@
 //! configuration, and under Xvfb the packaged app, opened with a
 //! `parley://join` link and `--fake-media`, joins an SFU started from the
 //! package and shows a remote bot's moving video. The packages carry no
-//! debug symbols and no build paths. Screenshots land in
+//! debug symbols and no build paths. The AppImage, in a second clean root
+//! with nothing but what AppImages leave to every desktop system, starts
+//! and joins that SFU the same way. Screenshots land in
 //! `<target>/test-artifacts/packages`.
 //!
 //! Needs root, debootstrap and the Debian mirror; `cargo xtask test` builds
@@ -24,6 +26,13 @@ use parley_e2e::window::{
 };
 
 const UI_PATIENCE: Duration = Duration::from_secs(60);
+/// The AppImage runs from a folder it unpacks itself to, not a FUSE mount:
+/// a chroot has no FUSE. (On a desktop, libfuse2 lets it mount instead.)
+const EXTRACT_AND_RUN: (&str, &str) = ("APPIMAGE_EXTRACT_AND_RUN", "1");
+/// What AppImages leave to the system they run on (linuxdeploy's exclude
+/// list: graphics drivers' libraries, fonts, X11 and sound basics), as
+/// Debian packages; every desktop installation has them.
+const APPIMAGE_HOST_LIBRARIES: &[&str] = &[];
 /// The app's .deb must stay under this (docs/benchmarks.md).
 const APP_DEB_LIMIT: u64 = 20 * 1000 * 1000;
 
@@ -162,7 +171,59 @@ async fn packages_install_on_clean_debian_and_the_packaged_app_joins_a_packaged_
     install_and_start_every_program(&root, &debs);
     check_what_the_packages_put_in_place(&root);
     let sfu = start_packaged_sfu(&root).await;
-    packaged_app_shows_a_bot(&root, &sfu, &artifacts).await;
+    app_in_root_shows_a_bot(
+        &root,
+        &sfu,
+        AppUnderTest {
+            program: "/usr/bin/parley",
+            env: &[],
+            name: "Packaged",
+            screenshot: "packaged-call.png",
+        },
+        &artifacts,
+    )
+    .await;
+
+    let appimage = package("Parley_", ".AppImage");
+    let appimage_root = CleanRoot::create().expect("a second clean Debian root");
+    appimage_starts_with_its_own_libraries(&appimage_root, &appimage);
+    app_in_root_shows_a_bot(
+        &appimage_root,
+        &sfu,
+        AppUnderTest {
+            program: APPIMAGE_INSIDE,
+            env: &[EXTRACT_AND_RUN],
+            name: "AppImage",
+            screenshot: "appimage-call.png",
+        },
+        &artifacts,
+    )
+    .await;
+}
+
+const APPIMAGE_INSIDE: &str = "/opt/Parley.AppImage";
+
+/// Nothing but the AppImage and the system libraries every desktop has:
+/// it loads every library it links against and prints its version.
+fn appimage_starts_with_its_own_libraries(root: &CleanRoot, appimage: &Path) {
+    root.copy_in(appimage, APPIMAGE_INSIDE).unwrap();
+    root.run(&["apt-get", "update", "-q"]).unwrap();
+    if !APPIMAGE_HOST_LIBRARIES.is_empty() {
+        root.apt_install(APPIMAGE_HOST_LIBRARIES).unwrap();
+    }
+    let (variable, value) = EXTRACT_AND_RUN;
+    let printed = root
+        .run(&[
+            "env",
+            &format!("{variable}={value}"),
+            APPIMAGE_INSIDE,
+            "--version",
+        ])
+        .expect("the AppImage starts on a clean system");
+    assert!(
+        printed.contains(env!("CARGO_PKG_VERSION")),
+        "AppImage --version: {printed}"
+    );
 }
 
 /// apt must find every dependency from the packages' metadata, and every
@@ -265,25 +326,40 @@ async fn start_packaged_sfu(root: &CleanRoot) -> SfuProcess {
         .expect("the packaged SFU starts")
 }
 
+/// One packaged form of the app, as found inside its root.
+struct AppUnderTest {
+    program: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    /// The name it joins with (and its driver log's name).
+    name: &'static str,
+    screenshot: &'static str,
+}
+
 /// Under Xvfb, the packaged app opened by a join link shows the bot's
 /// moving video (the window test's checks).
-async fn packaged_app_shows_a_bot(root: &CleanRoot, sfu: &SfuProcess, artifacts: &Path) {
+async fn app_in_root_shows_a_bot(
+    root: &CleanRoot,
+    sfu: &SfuProcess,
+    app: AppUnderTest,
+    artifacts: &Path,
+) {
     root.apt_install(&["webkit2gtk-driver"]).unwrap();
     root.copy_in(&tauri_driver().unwrap(), "/usr/local/bin/tauri-driver")
         .unwrap();
     let screen = Xvfb::start().expect("a virtual screen");
     let driver = Driver::start_in_root(
         root.path(),
+        app.env,
         &screen.display,
-        &artifacts.join("tauri-driver.log"),
+        &artifacts.join(format!("tauri-driver-{}.log", app.name)),
     )
     .expect("tauri-driver starts in the clean root");
     let work = tempfile::tempdir().unwrap();
     let mut bot = Participant::spawn(sfu, work.path(), "Bot", &[]);
     let bot_id = bot.participant_id().await;
     let link = format!(
-        "parley://join?server={}&room=call&name=Packaged",
-        sfu.signaling_url
+        "parley://join?server={}&room=call&name={}",
+        sfu.signaling_url, app.name
     );
     let args = [
         "--fake-media".to_owned(),
@@ -291,16 +367,14 @@ async fn packaged_app_shows_a_bot(root: &CleanRoot, sfu: &SfuProcess, artifacts:
         "/tmp/qa-profile".to_owned(),
         link,
     ];
-    let session = driver.launch(Path::new("/usr/bin/parley"), &args).unwrap();
+    let session = driver.launch(Path::new(app.program), &args).unwrap();
     bot.wait_for("the packaged app joining", |v| {
-        v["type"] == "participant_joined" && v["participant"]["name"] == "Packaged"
+        v["type"] == "participant_joined" && v["participant"]["name"] == app.name
     })
     .await;
     assert_participant_video_moves(&session, &bot_id, UI_PATIENCE).await;
     std::thread::sleep(Duration::from_millis(700));
-    session
-        .screenshot(&artifacts.join("packaged-call.png"))
-        .unwrap();
+    session.screenshot(&artifacts.join(app.screenshot)).unwrap();
     drop(session);
     bot.leave().await;
 }

@@ -129,15 +129,24 @@ impl Driver {
 
     /// tauri-driver and the app inside the system at `root` (entered with
     /// chroot): `root` has `/usr/local/bin/tauri-driver` and WebKit's driver,
-    /// and the app path given to `launch` is a path in `root`.
-    pub fn start_in_root(root: &Path, display: &str, log: &Path) -> anyhow::Result<Self> {
+    /// and the app path given to `launch` is a path in `root`. `env` is
+    /// added to the environment the drivers, and so the app, start with.
+    pub fn start_in_root(
+        root: &Path,
+        env: &[(&str, &str)],
+        display: &str,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             root.join(NATIVE_DRIVER.trim_start_matches('/')).exists(),
             "{NATIVE_DRIVER} is missing in {}",
             root.display()
         );
         let mut command = Command::new("chroot");
-        command.arg(root).arg("/usr/local/bin/tauri-driver");
+        command
+            .arg(root)
+            .arg("/usr/local/bin/tauri-driver")
+            .envs(env.iter().copied());
         Self::start_with(command, display, log)
     }
 

@@ -1,5 +1,6 @@
-//! `cargo xtask bundle`: the packages QA installs. The app's .deb and .rpm
-//! come from the Tauri bundler (configured in `packaging/app/`), the
+//! `cargo xtask bundle`: the packages QA installs. The app's .deb, .rpm and
+//! AppImage come from the Tauri bundler (configured in `packaging/app/`,
+//! AppImage tools from `appimage.rs`), the
 //! server's and the CLI's .deb from cargo-deb (configured in their
 //! `Cargo.toml`), all from one release build, into one folder.
 
@@ -8,6 +9,9 @@ use std::process::Command;
 
 use crate::system::{self, Step};
 use crate::{BUILD_PACKAGES, cargo, target_dir, tools_dir, workspace_root};
+
+/// The app's bundles: the bundler's folder for each, and the file extension.
+const APP_BUNDLES: [(&str, &str); 3] = [("deb", "deb"), ("rpm", "rpm"), ("appimage", "AppImage")];
 
 /// Where the packages land: `dist/` in the checkout.
 pub fn output_dir() -> PathBuf {
@@ -18,6 +22,7 @@ pub fn output_dir() -> PathBuf {
 /// (Debian packages, native parts) is the caller's.
 pub fn build() -> Result<Vec<PathBuf>, String> {
     let tauri = system::ensure_tauri_cli(&tools_dir())?;
+    crate::appimage::ensure_tools(&target_dir(), &tools_dir())?;
     let cargo_deb = system::ensure_cargo_deb(&tools_dir())?;
 
     // One build for all three binaries, so shared dependencies are compiled
@@ -49,13 +54,19 @@ pub fn build() -> Result<Vec<PathBuf>, String> {
     }
     let mut app = Command::new(&tauri);
     app.current_dir(workspace_root().join("src-tauri"))
-        .args(["bundle", "--ci", "--bundles", "deb,rpm", "--config"])
+        .args([
+            "bundle",
+            "--ci",
+            "--bundles",
+            "deb,rpm,appimage",
+            "--config",
+        ])
         .arg(workspace_root().join("packaging/app/bundle.json"))
         .env("CARGO_TARGET_DIR", target_dir());
     crate::native::apply(&mut app);
     Step::new("app packages").run(app)?;
-    for kind in ["deb", "rpm"] {
-        for file in files_in(&tauri_bundles.join(kind), kind)? {
+    for (kind, extension) in APP_BUNDLES {
+        for file in files_in(&tauri_bundles.join(kind), extension)? {
             let name = file.file_name().ok_or("bundle without a name")?;
             std::fs::copy(&file, out.join(name)).map_err(|e| e.to_string())?;
         }
@@ -76,8 +87,8 @@ pub fn build() -> Result<Vec<PathBuf>, String> {
     }
 
     let mut packages = Vec::new();
-    for kind in ["deb", "rpm"] {
-        packages.extend(files_in(&out, kind)?);
+    for (_, extension) in APP_BUNDLES {
+        packages.extend(files_in(&out, extension)?);
     }
     packages.sort();
     Ok(packages)

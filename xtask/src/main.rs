@@ -3,6 +3,7 @@
 //!
 //! Dependency-free on purpose: it must compile before anything is installed.
 
+mod appimage;
 mod bundle;
 mod demo;
 mod native;
