@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use parley_proto::validate;
 
 /// Parley: video calls that connect through any firewall.
 #[derive(Debug, Clone, Parser)]
@@ -28,6 +29,10 @@ pub struct AppArgs {
     /// Display name to fill in.
     #[arg(long)]
     pub name: Option<String>,
+    /// Access token for a server that requires one (from `parley-sfu
+    /// token`); also PARLEY_TOKEN, which keeps it out of the process list.
+    #[arg(long, env = "PARLEY_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub token: Option<String>,
     /// Join at once with the server, room and name given (or remembered).
     #[arg(long)]
     pub join: bool,
@@ -45,8 +50,8 @@ pub struct AppArgs {
     /// Port of the SFU hosted on this computer (0: any free one).
     #[arg(long, default_value_t = 7880)]
     pub host_port: u16,
-    /// A join link, `parley://join?server=wss://…&room=…[&name=…]`: joins
-    /// at once (the desktop entry passes links clicked elsewhere here).
+    /// A join link, `parley://join?server=wss://…&room=…[&name=…][&token=…]`:
+    /// joins at once (the desktop entry passes links clicked elsewhere here).
     #[arg(value_name = "LINK", value_parser = JoinLink::parse)]
     pub link: Option<JoinLink>,
 }
@@ -69,15 +74,34 @@ impl AppArgs {
         if let Some(name) = link.name {
             self.name.get_or_insert(name);
         }
+        if let Some(token) = link.token {
+            self.token.get_or_insert(token);
+        }
         self.join = true;
     }
 }
 
-/// Longest link accepted; real ones are well under it.
-const MAX_LINK: usize = 2048;
-const MAX_ROOM: usize = 128;
-/// The protocol's limit: a longer name would be refused at join.
+/// Longest link accepted: room for the longest token the protocol allows.
+const MAX_LINK: usize = 2048 + MAX_TOKEN;
+/// The protocol's limits: longer would be refused at join.
 const MAX_NAME: usize = parley_proto::limits::MAX_NAME_CHARS;
+const MAX_TOKEN: usize = parley_proto::limits::MAX_TOKEN_BYTES;
+
+/// An access token as the protocol takes it: not empty, not too long, and
+/// printable (it travels in a JSON string and is shown nowhere).
+pub fn parse_token(text: &str) -> Result<String, String> {
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("the access token is empty".to_owned());
+    }
+    if token.len() > MAX_TOKEN {
+        return Err(format!("the access token is longer than {MAX_TOKEN} bytes"));
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("the access token has characters no token has".to_owned());
+    }
+    Ok(token.to_owned())
+}
 
 /// What a `parley://join` link asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +109,7 @@ pub struct JoinLink {
     pub server: String,
     pub room: String,
     pub name: Option<String>,
+    pub token: Option<String>,
 }
 
 impl JoinLink {
@@ -96,12 +121,13 @@ impl JoinLink {
         if link.scheme() != "parley" || link.host_str() != Some("join") {
             return Err("expected parley://join?server=…&room=…".to_owned());
         }
-        let (mut server, mut room, mut name) = (None, None, None);
+        let (mut server, mut room, mut name, mut token) = (None, None, None, None);
         for (key, value) in link.query_pairs() {
             match key.as_ref() {
                 "server" => server = Some(value.into_owned()),
                 "room" => room = Some(value.into_owned()),
                 "name" => name = Some(value.into_owned()),
+                "token" => token = Some(value.into_owned()),
                 // Newer links may carry more; they still join.
                 _ => {}
             }
@@ -116,13 +142,26 @@ impl JoinLink {
         let room = room
             .filter(|r| !r.trim().is_empty())
             .ok_or("the link names no room")?;
-        if room.chars().count() > MAX_ROOM {
-            return Err(format!("room name longer than {MAX_ROOM} characters"));
-        }
+        // The server's own rules, so a link it would refuse fails here.
+        validate::room_name(&room).map_err(|err| format!("the link's room: {}", err.message))?;
+        // A long name is cut rather than refused: the person can still join.
         let name = name
             .map(|n| n.trim().chars().take(MAX_NAME).collect::<String>())
             .filter(|n| !n.is_empty());
-        Ok(Self { server, room, name })
+        if let Some(name) = &name {
+            validate::display_name(name)
+                .map_err(|err| format!("the link's name: {}", err.message))?;
+        }
+        let token = token
+            .map(|t| parse_token(&t))
+            .transpose()
+            .map_err(|err| format!("the link's token: {err}"))?;
+        Ok(Self {
+            server,
+            room,
+            name,
+            token,
+        })
     }
 }
 
@@ -143,11 +182,12 @@ mod tests {
             "parley",
             "--name",
             "Ada",
-            "parley://join?server=wss%3A%2F%2Fsfu.example.org%2Fws&room=team%20sync&name=Bob",
+            "parley://join?server=wss%3A%2F%2Fsfu.example.org%2Fws&room=team-sync&name=Bob&token=eyJ.a-b_c.d",
         ]);
         args.apply_link();
         assert_eq!(args.server.as_deref(), Some("wss://sfu.example.org/ws"));
-        assert_eq!(args.room.as_deref(), Some("team sync"));
+        assert_eq!(args.room.as_deref(), Some("team-sync"));
+        assert_eq!(args.token.as_deref(), Some("eyJ.a-b_c.d"));
         assert_eq!(
             args.name.as_deref(),
             Some("Ada"),
@@ -168,13 +208,26 @@ mod tests {
             ("parley://join?server=host&room=r", "server"),
             ("parley://join?server=http://a/ws&room=r", "ws:// or wss://"),
             ("parley://join?server=ws://a/ws&room=%20", "no room"),
+            ("parley://join?server=ws://a/ws&room=team%20sync", "room"),
+            ("parley://join?server=ws://a/ws&room=r&name=%1B[31m", "name"),
+            ("parley://join?server=ws://a/ws&room=r&token=a%20b", "token"),
+            ("parley://join?server=ws://a/ws&room=r&token=", "token"),
             ("not a link", "not a link"),
         ] {
             let err = JoinLink::parse(link).expect_err(link);
             assert!(err.contains(reason), "{link}: {err}");
         }
-        let long = format!("parley://join?server=ws://a/ws&room={}", "r".repeat(3000));
+        let long = format!("parley://join?server=ws://a/ws&room={}", "r".repeat(7000));
         assert!(JoinLink::parse(&long).unwrap_err().contains("longer"));
+        let long_token = format!(
+            "parley://join?server=ws://a/ws&room=r&token={}",
+            "t".repeat(MAX_TOKEN + 1)
+        );
+        assert!(JoinLink::parse(&long_token).unwrap_err().contains("token"));
+        assert!(
+            AppArgs::try_parse_from(["parley", "--token", " "]).is_err(),
+            "an empty token flag is refused"
+        );
         let args = AppArgs::try_parse_from(["parley", "parley://join?room=r"]);
         assert!(
             args.is_err(),

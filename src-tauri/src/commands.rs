@@ -132,11 +132,18 @@ pub async fn subscribe_tile(
 
 /// "Test my connection": every way to the server, one by one.
 #[tauri::command]
-pub async fn test_connection(url: String) -> AppResult<Vec<Check>> {
+pub async fn test_connection(url: String, token: Option<String>) -> AppResult<Vec<Check>> {
     let network = crate::state::network_options()?;
+    let token = token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(crate::args::parse_token)
+        .transpose()
+        .map_err(AppError::Invalid)?;
     let options = DoctorOptions {
         url,
-        token: None,
+        token,
         room: "parley-doctor".into(),
         network,
         timeout: std::time::Duration::from_secs(6),

@@ -20,7 +20,7 @@ use parley_client::profile::{Profile, ProfileStore, SavedDevice, ServerChoice};
 use parley_client::session::{EndReason, JoinParams, SessionEvent};
 use parley_media::jitter_buffer::JitterSettings;
 use parley_media::scale::Size;
-use parley_proto::ServerMessage;
+use parley_proto::{ErrorCode, ServerMessage};
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter as _};
 
@@ -61,6 +61,10 @@ pub struct JoinRequest {
     pub server: ServerChoice,
     pub room: String,
     pub name: String,
+    /// Access token, for a server that requires one. Kept for this call
+    /// only: never saved in the profile or written to logs.
+    #[serde(default)]
+    pub token: Option<String>,
     #[serde(default = "yes")]
     pub camera_on: bool,
     #[serde(default)]
@@ -266,6 +270,7 @@ impl App {
             server,
             room,
             name,
+            token: self.args.token.clone(),
             camera_on: true,
             muted: false,
         })
@@ -430,6 +435,14 @@ impl App {
         }
         let mut params = JoinParams::new(request.room.trim(), request.name.trim());
         params.media = true;
+        params.token = request
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(crate::args::parse_token)
+            .transpose()
+            .map_err(AppError::Invalid)?;
         params
             .validate()
             .map_err(|e| AppError::Invalid(e.to_string()))?;
@@ -567,7 +580,7 @@ impl App {
                 let detail = end_text(&reason);
                 let _ = self.handle.emit(
                     "call-state",
-                    serde_json::json!({"state": "ending", "detail": detail}),
+                    serde_json::json!({"state": "ending", "detail": detail, "refused": refusal(&reason)}),
                 );
             }
             ConferenceEvent::Driver(DriverEvent::Reconnecting { attempt, error }) => {
@@ -594,21 +607,21 @@ impl App {
 
     async fn call_ended(&self) {
         let call = self.call.lock().await.take();
-        let detail = match call {
+        let (detail, refused) = match call {
             Some(call) => {
                 let outcome = call.conference.finished().await;
                 tracing::info!(room = call.room, server = call.server_url, end = ?outcome.end, "call ended");
                 match outcome.end {
-                    Ok(reason) => end_text(&reason),
-                    Err(err) => err.to_string(),
+                    Ok(reason) => (end_text(&reason), refusal(&reason)),
+                    Err(err) => (err.to_string(), None),
                 }
             }
-            None => "left".to_owned(),
+            None => ("left".to_owned(), None),
         };
         self.hub.clear(parley_client::media::video::LOCAL_TILE);
         let _ = self.handle.emit(
             "call-state",
-            serde_json::json!({"state": "ended", "detail": detail}),
+            serde_json::json!({"state": "ended", "detail": detail, "refused": refused}),
         );
     }
 
@@ -661,8 +674,29 @@ pub fn network_options() -> AppResult<NetworkOptions> {
 fn end_text(reason: &EndReason) -> String {
     match reason {
         EndReason::Left => "left".to_owned(),
+        EndReason::JoinRefused(ErrorCode::TokenRequired) => {
+            "This server needs an access token: paste the one you were given.".to_owned()
+        }
+        EndReason::JoinRefused(ErrorCode::TokenInvalid) => {
+            "The server did not accept the access token: check that it was copied whole, and that it is for this server.".to_owned()
+        }
+        EndReason::JoinRefused(ErrorCode::TokenExpired) => {
+            "The access token has expired: ask for a new one.".to_owned()
+        }
+        EndReason::JoinRefused(ErrorCode::TokenWrongRoom) => {
+            "The access token is for another room.".to_owned()
+        }
         EndReason::JoinRefused(code) => format!("The server refused to let us in: {code}"),
         EndReason::Closed(reason) => format!("The server ended the call: {reason:?}"),
+    }
+}
+
+/// The protocol's code when the server refused the join, for the page to
+/// point at the field to mend.
+fn refusal(reason: &EndReason) -> Option<String> {
+    match reason {
+        EndReason::JoinRefused(code) => Some(code.to_string()),
+        _ => None,
     }
 }
 

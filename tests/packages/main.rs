@@ -186,6 +186,7 @@ async fn packages_install_on_clean_debian_and_the_packaged_app_joins_a_packaged_
     install_and_start_every_program(&root, &debs);
     check_what_the_packages_put_in_place(&root);
     let sfu = start_packaged_sfu(&root).await;
+    let mint = |identity: &str| mint_token(&root, identity);
     app_in_root_shows_a_bot(
         &root,
         &sfu,
@@ -193,6 +194,9 @@ async fn packages_install_on_clean_debian_and_the_packaged_app_joins_a_packaged_
             program: "/usr/bin/parley",
             env: &[],
             name: "Packaged",
+            token: mint("packaged-app"),
+            token_in_link: false,
+            bot_token: mint("packaged-bot"),
             screenshot: "packaged-call.png",
         },
         &artifacts,
@@ -209,6 +213,9 @@ async fn packages_install_on_clean_debian_and_the_packaged_app_joins_a_packaged_
             program: APPIMAGE_INSIDE,
             env: &[EXTRACT_AND_RUN],
             name: "AppImage",
+            token: mint("appimage-app"),
+            token_in_link: true,
+            bot_token: mint("appimage-bot"),
             screenshot: "appimage-call.png",
         },
         &artifacts,
@@ -307,8 +314,26 @@ fn check_what_the_packages_put_in_place(root: &CleanRoot) {
     assert!(!verify.contains("parley-sfu.service:"), "{verify}");
 }
 
-/// The server starts as its user from the installed configuration (which
-/// needs the secret postinst made); the call then uses it in open mode.
+/// An access token for room `call` from the packaged server's own `token`
+/// command and the secret its package generated.
+fn mint_token(root: &CleanRoot, identity: &str) -> String {
+    let token = root
+        .run(&[
+            "/usr/bin/parley-sfu",
+            "token",
+            "--config",
+            "/etc/parley/sfu.toml",
+            "--room",
+            "call",
+            "--identity",
+            identity,
+        ])
+        .expect("parley-sfu token mints from the installed configuration");
+    token.trim().to_owned()
+}
+
+/// The server starts as its user from the installed configuration, so
+/// with the secret postinst made: joining takes a token from then on.
 async fn start_packaged_sfu(root: &CleanRoot) -> SfuProcess {
     let as_parley = || {
         let mut command = tokio::process::Command::new("chroot");
@@ -328,15 +353,16 @@ async fn start_packaged_sfu(root: &CleanRoot) -> SfuProcess {
     ];
     let mut configured: Vec<&str> = vec!["--config", "/etc/parley/sfu.toml"];
     configured.extend(test_ports);
-    let from_config = SfuProcess::start_command(as_parley(), &configured)
+    configured.extend(["--media-ip", "127.0.0.1"]);
+    let sfu = SfuProcess::start_command(as_parley(), &configured)
         .await
         .expect("the packaged SFU starts from /etc/parley/sfu.toml");
-    from_config.terminate().await.unwrap();
-    let mut open: Vec<&str> = test_ports.to_vec();
-    open.extend(["--media-ip", "127.0.0.1"]);
-    SfuProcess::start_command(as_parley(), &open)
-        .await
-        .expect("the packaged SFU starts")
+    assert!(
+        !sfu.log().contains("OPEN MODE"),
+        "the packaged configuration requires tokens:\n{}",
+        sfu.log()
+    );
+    sfu
 }
 
 /// One packaged form of the app, as found inside its root.
@@ -345,6 +371,11 @@ struct AppUnderTest {
     env: &'static [(&'static str, &'static str)],
     /// The name it joins with (and its driver log's name).
     name: &'static str,
+    token: String,
+    /// The token comes in the join link; otherwise the link has none, the
+    /// server refuses the join, and the token is typed where the app asks.
+    token_in_link: bool,
+    bot_token: String,
     screenshot: &'static str,
 }
 
@@ -368,12 +399,16 @@ async fn app_in_root_shows_a_bot(
     )
     .expect("tauri-driver starts in the clean root");
     let work = tempfile::tempdir().unwrap();
-    let mut bot = Participant::spawn(sfu, work.path(), "Bot", &[]);
+    let mut bot = Participant::spawn(sfu, work.path(), "Bot", &["--token", &app.bot_token]);
     let bot_id = bot.participant_id().await;
-    let link = format!(
+    let mut link = format!(
         "parley://join?server={}&room=call&name={}",
         sfu.signaling_url, app.name
     );
+    if app.token_in_link {
+        link.push_str("&token=");
+        link.push_str(&app.token);
+    }
     let args = [
         "--fake-media".to_owned(),
         "--profile-dir".to_owned(),
@@ -381,6 +416,23 @@ async fn app_in_root_shows_a_bot(
         link,
     ];
     let session = driver.launch(Path::new(app.program), &args).unwrap();
+    if !app.token_in_link {
+        session
+            .wait_for(
+                "the app asking for a token",
+                UI_PATIENCE,
+                "const e = document.getElementById('join-error'); \
+                 return !e.hidden && e.textContent.includes('access token') \
+                   && document.activeElement.id === 'token';",
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        session
+            .screenshot(&artifacts.join("token-asked.png"))
+            .unwrap();
+        session.type_into("#token", &app.token).unwrap();
+        session.click("#join").unwrap();
+    }
     bot.wait_for("the packaged app joining", |v| {
         v["type"] == "participant_joined" && v["participant"]["name"] == app.name
     })

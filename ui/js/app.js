@@ -65,6 +65,8 @@ function serverChoice() {
 function showServerChoice() {
   const host = $("server-host").checked;
   $("server-url").disabled = host;
+  // A room hosted here lets anyone on the network in: no token.
+  $("token").hidden = host;
   $("host-info").hidden = !host || !$("host-info").textContent;
 }
 
@@ -114,7 +116,8 @@ async function testConnection() {
     $("test-connection").disabled = true;
     table.hidden = false;
     table.tBodies[0].replaceChildren(row(["Checking every way to the server…", "", ""]));
-    const checks = await invoke("test_connection", { url });
+    const token = server.kind === "url" ? $("token").value.trim() || null : null;
+    const checks = await invoke("test_connection", { url, token });
     table.tBodies[0].replaceChildren(
       ...checks.map((c) => row([c.name, c.ok ? "✓ works" : "✗ fails", c.ok ? `${Math.round(c.ms ?? 0)} ms, ${c.detail ?? ""}` : c.detail ?? ""], c.ok)),
     );
@@ -164,10 +167,12 @@ function showHostInfo(host) {
 
 function submitJoin(event) {
   event.preventDefault();
+  const server = serverChoice();
   join({
-    server: serverChoice(),
+    server,
     room: $("room").value.trim(),
     name: $("name").value.trim(),
+    token: server.kind === "url" ? $("token").value.trim() || null : null,
     camera_on: state.camOn,
     muted: !state.micOn,
   });
@@ -201,6 +206,16 @@ async function leaveCall() {
   } catch {
     backToPrejoin();
   }
+}
+
+// The server wants a (different) access token: say why next to the field.
+function askForToken(reason) {
+  $("server-url-choice").checked = true;
+  showServerChoice();
+  $("join-error").textContent = reason;
+  $("join-error").hidden = false;
+  $("token").focus();
+  $("token").select();
 }
 
 function backToPrejoin(reason) {
@@ -270,9 +285,12 @@ function onCallState(payload) {
     case "reconnecting":
       banner(`Connection lost. Reconnecting (attempt ${payload.attempt})…`, "warn");
       break;
-    case "ended":
-      if (state.inCall) backToPrejoin(payload.detail);
+    case "ended": {
+      const tokenRefused = payload.refused?.startsWith("token_");
+      if (state.inCall) backToPrejoin(tokenRefused ? undefined : payload.detail);
+      if (tokenRefused) askForToken(payload.detail);
       break;
+    }
     default:
       break;
   }
@@ -408,6 +426,15 @@ async function main() {
   }
   $("prejoin").hidden = false;
   if (info.auto_join) {
+    // Filled in too, so a refused join can be mended and tried again.
+    if (info.auto_join.server.kind === "url") {
+      $("server-url-choice").checked = true;
+      $("server-url").value = info.auto_join.server.url;
+      showServerChoice();
+    }
+    $("room").value = info.auto_join.room;
+    $("name").value = info.auto_join.name;
+    $("token").value = info.auto_join.token ?? "";
     join(info.auto_join);
   } else {
     startPreview();
