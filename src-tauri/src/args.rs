@@ -104,12 +104,15 @@ pub fn parse_token(text: &str) -> Result<String, String> {
 }
 
 /// What a `parley://join` link asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JoinLink {
     pub server: String,
     pub room: String,
     pub name: Option<String>,
     pub token: Option<String>,
+    /// The link as given, to pass on to an app already running.
+    #[serde(skip)]
+    pub text: String,
 }
 
 impl JoinLink {
@@ -161,6 +164,7 @@ impl JoinLink {
             room,
             name,
             token,
+            text: text.to_owned(),
         })
     }
 }

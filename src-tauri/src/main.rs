@@ -14,6 +14,8 @@ mod error;
 mod frame_server;
 mod frames;
 mod host;
+#[cfg(unix)]
+mod instance;
 mod logging;
 mod state;
 
@@ -32,6 +34,17 @@ const MIN_SIZE: (f64, f64) = (480.0, 360.0);
 
 fn main() -> ExitCode {
     let args = AppArgs::from_command_line();
+    let Some(profile_dir) = args.profile_dir.clone().or_else(ProfileStore::default_dir) else {
+        eprintln!("parley: no place for the profile; pass --profile-dir DIR");
+        return ExitCode::FAILURE;
+    };
+    #[cfg(unix)]
+    let later_starts = match one_app_per_profile(&args, &profile_dir) {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+    #[cfg(not(unix))]
+    let later_starts = None;
     if let Err(message) = display_available() {
         eprintln!("parley: {message}");
         return ExitCode::FAILURE;
@@ -44,12 +57,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(profile_dir) = args.profile_dir.clone().or_else(ProfileStore::default_dir) else {
-        eprintln!("parley: no place for the profile; pass --profile-dir DIR");
-        return ExitCode::FAILURE;
-    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), profile = %profile_dir.display(), logs = %log_dir.display(), "starting");
-    match run(args, ProfileStore::new(profile_dir), log_dir) {
+    match run(args, ProfileStore::new(profile_dir), log_dir, later_starts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -57,6 +66,88 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where later starts on this profile reach this app (Unix only).
+#[cfg(unix)]
+type LaterStarts = Option<instance::Listening>;
+#[cfg(not(unix))]
+type LaterStarts = Option<std::convert::Infallible>;
+
+/// Hands this start's link to the app already running on the profile, if
+/// there is one (then the process is done: `Err` holds its exit code), or
+/// returns the socket later starts will reach this app on.
+#[cfg(unix)]
+fn one_app_per_profile(
+    args: &AppArgs,
+    profile_dir: &std::path::Path,
+) -> Result<LaterStarts, ExitCode> {
+    use instance::{Claim, Handover};
+    let message = Handover {
+        link: args.link.as_ref().map(|link| link.text.clone()),
+    };
+    match instance::claim(profile_dir, &message) {
+        Ok(Claim::First(listener)) => Ok(Some(listener)),
+        Ok(Claim::HandedOver(reply)) => match reply.error {
+            None => {
+                let what = if message.link.is_some() {
+                    "it joins from the link"
+                } else {
+                    "its window comes to the front"
+                };
+                eprintln!(
+                    "parley: Parley is already running on this profile (pid {}): {what}",
+                    reply.pid
+                );
+                Err(ExitCode::SUCCESS)
+            }
+            Some(error) => {
+                eprintln!(
+                    "parley: the Parley already running on this profile (pid {}) refused: {error}",
+                    reply.pid
+                );
+                Err(ExitCode::FAILURE)
+            }
+        },
+        Ok(Claim::Unsupported) => Ok(None),
+        Err(err) => {
+            // Better a second app than none: say why links will not reach it.
+            eprintln!("parley: links clicked later will open another app: {err}");
+            Ok(None)
+        }
+    }
+}
+
+/// Answers later starts on this profile: their link reaches the page as
+/// `open-link`, and the window comes to the front.
+#[cfg(unix)]
+fn serve_later_starts(listener: std::os::unix::net::UnixListener, handle: tauri::AppHandle) {
+    use tauri::Emitter as _;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handle = handle.clone();
+            let answered = instance::answer(stream, |message| {
+                if let Some(text) = message.link {
+                    let link = args::JoinLink::parse(&text)?;
+                    tracing::info!(
+                        room = link.room,
+                        server = link.server,
+                        "a link from a later start"
+                    );
+                    handle.emit("open-link", &link).map_err(|e| e.to_string())?;
+                }
+                if let Some(window) = handle.get_webview_window("main") {
+                    let _ = window.unminimize();
+                    let _ = window.show();
+                    let _ = window.set_focus();
+                }
+                Ok(())
+            });
+            if let Err(err) = answered {
+                tracing::warn!(%err, "a later start's hand-over failed");
+            }
+        }
+    });
 }
 
 /// A window needs a display; say how to get one rather than crash in GTK.
@@ -73,7 +164,14 @@ fn display_available() -> Result<(), String> {
     Ok(())
 }
 
-fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyhow::Result<()> {
+fn run(
+    args: AppArgs,
+    store: ProfileStore,
+    log_dir: std::path::PathBuf,
+    later_starts: LaterStarts,
+) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    let socket = later_starts.as_ref().map(|l| l.path.clone());
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![
@@ -125,6 +223,12 @@ fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyho
             }
             open_window(tauri_app, state.profile().window)?;
             tauri_app.manage(state);
+            #[cfg(unix)]
+            if let Some(listening) = later_starts {
+                serve_later_starts(listening.listener, tauri_app.handle().clone());
+            }
+            #[cfg(not(unix))]
+            let _ = later_starts;
             Ok(())
         })
         .on_window_event(|window, event| {
@@ -133,8 +237,13 @@ fn run(args: AppArgs, store: ProfileStore, log_dir: std::path::PathBuf) -> anyho
             }
         })
         .build(tauri::generate_context!())?;
-    app.run(|handle, event| {
+    app.run(move |handle, event| {
         if let RunEvent::ExitRequested { .. } = event {
+            // From here on a new start becomes the app instead of handing over.
+            #[cfg(unix)]
+            if let Some(path) = &socket {
+                let _ = std::fs::remove_file(path);
+            }
             let state = handle.state::<Arc<App>>();
             tauri::async_runtime::block_on(state.shutdown());
         }

@@ -1,6 +1,8 @@
 //! The desktop app in a real window (Xvfb, WebKit through tauri-driver),
 //! against a real SFU and a `parley-cli --fake-media` bot: a device choice
-//! survives a restart; then in the call the bot's video is drawn (sampled
+//! survives a restart; a `parley://` link given to a second start of the
+//! app on the same profile joins in the window already open (the second
+//! start hands it over and exits); then in the call the bot's video is drawn (sampled
 //! pixels neither black nor frozen), chat goes both ways, and muting in the
 //! UI reaches the bot. Screenshots land in `<target>/test-artifacts/app-window`.
 //!
@@ -14,7 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use parley_e2e::participant::Participant;
-use parley_e2e::window::{Driver, ENTER, Xvfb, artifacts_dir, assert_participant_video_moves};
+use parley_e2e::window::{
+    Driver, ENTER, Session, Xvfb, artifacts_dir, assert_participant_video_moves,
+};
 use parley_e2e::{SfuProcess, bin};
 
 const UI_PATIENCE: Duration = Duration::from_secs(30);
@@ -45,11 +49,19 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
     let app = bin("parley");
 
     // 1. Prejoin: pick the second synthetic camera; it is written to the profile.
-    choose_second_camera(&driver, &app, &profile, &artifacts);
+    let session = choose_second_camera(&driver, &app, &profile, &artifacts);
 
-    // 2. Restart with auto-join: the choice is still selected, and the call starts.
+    // 2. A link opened while the app runs joins in the open window.
     let mut bot = Participant::spawn(&sfu, work.path(), "Bot", &[]);
     let bot_id = bot.participant_id().await;
+    start_again_with_a_link(&app, &profile, &sfu);
+    bot.wait_for("the running app joining from the link", |v| {
+        v["type"] == "participant_joined" && v["participant"]["name"] == "Linked"
+    })
+    .await;
+    drop(session);
+
+    // 3. Restart with auto-join: the choice is still selected, and the call starts.
     let session = driver
         .launch(
             &app,
@@ -85,12 +97,12 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
         .await;
     let app_id = joined["participant"]["id"].as_str().unwrap().to_owned();
 
-    // 3. The bot's video is drawn: sampled pixels are not black and they move.
+    // 4. The bot's video is drawn: sampled pixels are not black and they move.
     assert_participant_video_moves(&session, &bot_id, UI_PATIENCE).await;
     std::thread::sleep(SETTLE);
     session.screenshot(&artifacts.join("2-call.png")).unwrap();
 
-    // 4. Chat from the bot shows in the panel.
+    // 5. Chat from the bot shows in the panel.
     bot.send_line("hello from the bot").await;
     session
         .wait_for(
@@ -100,7 +112,7 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
         )
         .unwrap();
 
-    // 5. Chat typed in the UI reaches the bot.
+    // 6. Chat typed in the UI reaches the bot.
     session.click("#chat-button").unwrap();
     session
         .type_into("#chat-input", &format!("hello from the app{ENTER}"))
@@ -112,7 +124,7 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
     std::thread::sleep(SETTLE);
     session.screenshot(&artifacts.join("3-chat.png")).unwrap();
 
-    // 6. Muting in the UI shows as muted at the bot.
+    // 7. Muting in the UI shows as muted at the bot.
     session.click("#mic").unwrap();
     bot.wait_for("the app muted", |v| {
         v["type"] == "track_muted"
@@ -127,9 +139,49 @@ async fn app_joins_shows_video_chats_mutes_and_remembers_devices() {
     bot.leave().await;
 }
 
+/// Starts the app a second time on the running one's profile with a join
+/// link: it must hand the link over and exit at once, successfully.
+fn start_again_with_a_link(app: &Path, profile: &Path, sfu: &SfuProcess) {
+    let link = format!(
+        "parley://join?server={}&room=call&name=Linked",
+        sfu.signaling_url
+    );
+    let mut second = std::process::Command::new(app)
+        .arg("--profile-dir")
+        .arg(profile)
+        .arg(&link)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + UI_PATIENCE;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second start did not hand over and exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(status.success(), "second start: {status}: {said}");
+    assert!(
+        said.contains("already running"),
+        "second start said: {said}"
+    );
+}
+
 /// Picks "Synthetic camera 2" on the prejoin screen and waits until the
-/// profile on disk holds it; the app closes afterwards.
-fn choose_second_camera(driver: &Driver, app: &Path, profile: &Path, artifacts: &Path) {
+/// profile on disk holds it; the app stays open on the prejoin screen.
+fn choose_second_camera<'a>(
+    driver: &'a Driver,
+    app: &Path,
+    profile: &Path,
+    artifacts: &Path,
+) -> Session<'a> {
     let session = driver.launch(app, &app_args(profile, &[])).unwrap();
     session
         .wait_for(
@@ -165,4 +217,5 @@ fn choose_second_camera(driver: &Driver, app: &Path, profile: &Path, artifacts: 
     session
         .screenshot(&artifacts.join("1-prejoin.png"))
         .unwrap();
+    session
 }

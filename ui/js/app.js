@@ -17,6 +17,8 @@ const state = {
   micOn: true,
   camOn: true,
   room: null,
+  // A link that came in during a call, filled in once it ends.
+  pendingLink: null,
 };
 
 function notice(text, kind = "info") {
@@ -208,6 +210,28 @@ async function leaveCall() {
   }
 }
 
+// A link from a later start of the app (a parley:// link clicked while
+// this window is open): join from it, or keep it for after this call.
+function openLink(link) {
+  if (state.inCall) {
+    state.pendingLink = link;
+    notice(`A link to room ${link.room} came in: it is filled in when you leave this call.`, "warn");
+    return;
+  }
+  fillFromLink(link);
+  // Through the form, so its checks (a name is needed) apply.
+  $("join-form").requestSubmit();
+}
+
+function fillFromLink(link) {
+  $("server-url-choice").checked = true;
+  $("server-url").value = link.server;
+  showServerChoice();
+  $("room").value = link.room;
+  if (link.name) $("name").value = link.name;
+  $("token").value = link.token ?? "";
+}
+
 // The server wants a (different) access token: say why next to the field.
 function askForToken(reason) {
   $("server-url-choice").checked = true;
@@ -228,6 +252,10 @@ function backToPrejoin(reason) {
   $("stats").hidden = true;
   banner("");
   if (reason && reason !== "left") notice(reason, "warn");
+  if (state.pendingLink) {
+    fillFromLink(state.pendingLink);
+    state.pendingLink = null;
+  }
   video.attach("local", $("preview-canvas"), (frame) => showPreviewPicture(frame !== null));
   showPreviewPicture(false);
   startPreview();
@@ -405,6 +433,7 @@ async function main() {
   document.addEventListener("keydown", keyboard);
 
   await listen("call-state", onCallState);
+  await listen("open-link", openLink);
   await listen("server", (message) => state.room?.onServer(message));
   await listen("media", onMedia);
   await listen("stats", (stats) => state.room?.onStats(stats, $("stats")));
