@@ -111,9 +111,15 @@ fn assert_stripped_and_relocatable(deb: &Path) {
         .status()
         .unwrap();
     assert!(status.success(), "dpkg-deb -x {}", deb.display());
+    assert_binaries_clean(dir.path(), deb);
+}
+
+/// No program unpacked from `package` into `dir` has debug sections, a
+/// symbol table, or a folder of the build machine in it.
+fn assert_binaries_clean(dir: &Path, package: &Path) {
     let forbidden = build_paths();
     let mut binaries = 0;
-    for file in walk(dir.path()) {
+    for file in walk(dir) {
         let bytes = std::fs::read(&file).unwrap();
         if !bytes.starts_with(b"\x7fELF") {
             continue;
@@ -130,7 +136,7 @@ fn assert_stripped_and_relocatable(deb: &Path) {
                 !sections.contains(section),
                 "{} in {} has {section} sections",
                 file.display(),
-                deb.display()
+                package.display()
             );
         }
         for path in &forbidden {
@@ -143,11 +149,107 @@ fn assert_stripped_and_relocatable(deb: &Path) {
                 0,
                 "{} in {} names the build folder {path} {hits} times",
                 file.display(),
-                deb.display()
+                package.display()
             );
         }
     }
-    assert!(binaries > 0, "no program in {}", deb.display());
+    assert!(binaries > 0, "no program in {}", package.display());
+}
+
+/// For each library the app links: the Fedora package that provides it and
+/// the package the .rpm requires that brings it (itself, or one that
+/// depends on it). A library the app starts to link that is missing here
+/// fails the test: add the package that provides it to `rpm.depends` in
+/// `packaging/app/bundle.json` (unless a required one brings it), then here.
+const RPM_LIBRARIES: &[(&str, &str, &str)] = &[
+    ("libwebkit2gtk-4.1.so.0", "webkit2gtk4.1", "webkit2gtk4.1"),
+    (
+        "libjavascriptcoregtk-4.1.so.0",
+        "javascriptcoregtk4.1",
+        "webkit2gtk4.1",
+    ),
+    ("libgtk-3.so.0", "gtk3", "gtk3"),
+    ("libgdk-3.so.0", "gtk3", "gtk3"),
+    ("libgdk_pixbuf-2.0.so.0", "gdk-pixbuf2", "gtk3"),
+    ("libcairo.so.2", "cairo", "gtk3"),
+    ("libglib-2.0.so.0", "glib2", "gtk3"),
+    ("libgobject-2.0.so.0", "glib2", "gtk3"),
+    ("libgio-2.0.so.0", "glib2", "gtk3"),
+    ("libsoup-3.0.so.0", "libsoup3", "libsoup3"),
+    ("libasound.so.2", "alsa-lib", "alsa-lib"),
+    ("libdbus-1.so.3", "dbus-libs", "dbus-libs"),
+    ("libstdc++.so.6", "libstdc++", BASE),
+    ("libgcc_s.so.1", "libgcc", BASE),
+    ("libm.so.6", "glibc", BASE),
+    ("libc.so.6", "glibc", BASE),
+    ("ld-linux-x86-64.so.2", "glibc", BASE),
+];
+/// On every Fedora system (dnf itself needs them).
+const BASE: &str = "(base system)";
+
+/// There is no Fedora root to install the .rpm into, so its metadata is
+/// read with rpm's own tools: the files are there, every library the app
+/// links is covered by a Requires, and the binary is as clean as the .deb's.
+fn rpm_declares_what_the_app_links(rpm: &Path) {
+    let query = |args: &[&str]| {
+        let out = std::process::Command::new("rpm")
+            .args(args)
+            .arg(rpm)
+            .output()
+            .expect("rpm (Debian package rpm) is installed");
+        assert!(out.status.success(), "rpm {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let files = query(&["-qpl"]);
+    for file in [
+        "/usr/bin/parley",
+        "/usr/share/applications/Parley.desktop",
+        "/usr/share/icons/hicolor/512x512/apps/parley.png",
+        "/usr/share/icons/hicolor/scalable/apps/parley.svg",
+    ] {
+        assert!(
+            files.lines().any(|l| l == file),
+            "{file} not in the .rpm:\n{files}"
+        );
+    }
+    let requires = query(&["-qp", "--requires"]);
+    let required: Vec<&str> = requires.lines().map(str::trim).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("rpm2cpio \"$0\" | cpio -idm --quiet")
+        .arg(rpm)
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(unpacked.success(), "rpm2cpio | cpio");
+    let binary = dir.path().join("usr/bin/parley");
+    let dynamic = std::process::Command::new("readelf")
+        .args(["-d", "--wide"])
+        .arg(&binary)
+        .output()
+        .unwrap();
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(needed.contains(&"libwebkit2gtk-4.1.so.0"), "{dynamic}");
+    for library in needed {
+        let Some((_, provider, via)) = RPM_LIBRARIES.iter().find(|(l, ..)| *l == library) else {
+            panic!(
+                "the app links {library}, which RPM_LIBRARIES does not know: which Fedora \
+                 package provides it, and does the .rpm require it?"
+            )
+        };
+        assert!(
+            *via == BASE || required.contains(via),
+            "{library} ({provider}) needs {via} in the .rpm's Requires: {required:?}"
+        );
+    }
+    assert_binaries_clean(dir.path(), rpm);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -180,7 +282,7 @@ async fn packages_install_on_clean_debian_and_the_packaged_app_joins_a_packaged_
         "the app's .deb is {app_size} bytes, over {APP_DEB_LIMIT}"
     );
     let app_rpm = package("Parley-", ".rpm");
-    assert!(std::fs::metadata(&app_rpm).unwrap().len() > 1_000_000);
+    rpm_declares_what_the_app_links(&app_rpm);
 
     let root = CleanRoot::create().expect("a clean Debian root");
     install_and_start_every_program(&root, &debs);

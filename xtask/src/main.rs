@@ -63,7 +63,8 @@ const BUILD_PACKAGES: &[&str] = &[
 /// (coturn), an HTTP proxy (tinyproxy), and a sound server with virtual
 /// devices reached through ALSA (pulseaudio, its tools, the ALSA plugin),
 /// a virtual screen with WebKit's WebDriver for the app's window tests, and
-/// debootstrap for the clean Debian root the packages are installed into.
+/// debootstrap for the clean Debian root the packages are installed into,
+/// and rpm's tools (rpm, rpm2cpio, cpio) to read the .rpm it cannot install.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -76,6 +77,8 @@ const TEST_PACKAGES: &[&str] = &[
     "xauth",
     "webkit2gtk-driver",
     "debootstrap",
+    "rpm",
+    "cpio",
 ];
 
 fn main() -> ExitCode {
