@@ -99,6 +99,8 @@ fn build_paths() -> Vec<String> {
         workspace.display().to_string(),
         format!("{cargo_home}/registry"),
         target.display().to_string(),
+        // Where `cargo xtask` builds abseil for the audio module.
+        format!("{home}/.cache/parley/native"),
     ]
 }
 

@@ -106,6 +106,8 @@ fn strip_build_paths(build: &mut Command) -> Result<(), String> {
         (cargo_home.join("git").join("checkouts"), "/cargo/git"),
         (target_dir(), "/target"),
         (workspace_root(), "/parley"),
+        // abseil's headers, inlined into the audio module.
+        (crate::native::root(), "/native"),
     ];
     let mut rust = Vec::new();
     let mut c = Vec::new();

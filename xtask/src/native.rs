@@ -17,6 +17,9 @@ const ABSEIL_VERSION: &str = "20240722.0";
 const ABSEIL_URL: &str =
     "http://deb.debian.org/debian/pool/main/a/abseil/abseil_20240722.0.orig.tar.gz";
 const ABSEIL_SHA256: &str = "df6d1f5ef540725f3851201176a60486aab332410788465c9877910bb471c34a";
+/// Our build of it: bumped when its flags change, so that every machine
+/// builds it again (a new prefix also makes cargo rebuild what links it).
+const ABSEIL_BUILD: &str = "2";
 
 /// Python packages in the tools environment: meson (Debian's 1.0 cannot
 /// configure a fresh build directory the way the audio module's build
@@ -29,7 +32,7 @@ pub fn root() -> PathBuf {
 }
 
 fn abseil_prefix() -> PathBuf {
-    root().join(format!("abseil-{ABSEIL_VERSION}"))
+    root().join(format!("abseil-{ABSEIL_VERSION}-{ABSEIL_BUILD}"))
 }
 
 fn venv() -> PathBuf {
@@ -137,7 +140,10 @@ fn ensure_abseil() -> Result<(), String> {
         .arg("--strip-components=1");
     Step::new("unpack abseil").run(unpack)?;
     // Static and position-independent: linked into our binaries, nothing to
-    // install or find at run time.
+    // install or find at run time. Its source paths (in assertion messages)
+    // are made relative to a made-up /native, so no folder of this machine
+    // ends up in a package.
+    let prefix_map = format!("-ffile-prefix-map={}=/native", root().display());
     let mut configure = Command::new("cmake");
     configure
         .arg("-S")
@@ -154,6 +160,8 @@ fn ensure_abseil() -> Result<(), String> {
             "-DBUILD_TESTING=OFF",
             "-DBUILD_SHARED_LIBS=OFF",
         ])
+        .arg(format!("-DCMAKE_C_FLAGS={prefix_map}"))
+        .arg(format!("-DCMAKE_CXX_FLAGS={prefix_map}"))
         .arg(format!("-DCMAKE_INSTALL_PREFIX={}", prefix.display()))
         .arg("-DCMAKE_INSTALL_LIBDIR=lib");
     configure.stdout(Stdio::null());
