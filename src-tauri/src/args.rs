@@ -87,6 +87,14 @@ const MAX_LINK: usize = 2048 + MAX_TOKEN;
 const MAX_NAME: usize = parley_proto::limits::MAX_NAME_CHARS;
 const MAX_TOKEN: usize = parley_proto::limits::MAX_TOKEN_BYTES;
 
+/// A token typed or passed by the page: blank means none.
+pub fn optional_token(text: Option<&str>) -> Result<Option<String>, String> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(parse_token)
+        .transpose()
+}
+
 /// An access token as the protocol takes it: not empty, not too long, and
 /// printable (it travels in a JSON string and is shown nowhere).
 pub fn parse_token(text: &str) -> Result<String, String> {

@@ -134,13 +134,7 @@ pub async fn subscribe_tile(
 #[tauri::command]
 pub async fn test_connection(url: String, token: Option<String>) -> AppResult<Vec<Check>> {
     let network = crate::state::network_options()?;
-    let token = token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(crate::args::parse_token)
-        .transpose()
-        .map_err(AppError::Invalid)?;
+    let token = crate::args::optional_token(token.as_deref()).map_err(AppError::Invalid)?;
     let options = DoctorOptions {
         url,
         token,

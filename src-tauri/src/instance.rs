@@ -174,6 +174,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    fn first_start(profile_dir: &Path) -> Listening {
+        match claim(profile_dir, &Handover::default()).unwrap() {
+            Claim::First(listening) => listening,
+            other => panic!("the first start listens, not {other:?}"),
+        }
+    }
+
     fn link(room: &str) -> Handover {
         Handover {
             link: Some(format!("parley://join?server=ws://a/ws&room={room}")),
@@ -183,11 +190,7 @@ mod tests {
     #[test]
     fn a_second_start_hands_its_link_to_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let Claim::First(Listening { listener, .. }) =
-            claim(dir.path(), &Handover::default()).unwrap()
-        else {
-            panic!("the first start listens");
-        };
+        let listener = first_start(dir.path()).listener;
         let first = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             let mut received = None;
@@ -209,11 +212,7 @@ mod tests {
     #[test]
     fn a_refused_link_comes_back_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let Claim::First(Listening { listener, .. }) =
-            claim(dir.path(), &Handover::default()).unwrap()
-        else {
-            panic!("the first start listens");
-        };
+        let listener = first_start(dir.path()).listener;
         let first = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             answer(stream, |_| Err("in a call".to_owned())).unwrap();
@@ -228,9 +227,7 @@ mod tests {
     #[test]
     fn a_socket_left_by_a_crashed_app_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let Claim::First(listening) = claim(dir.path(), &Handover::default()).unwrap() else {
-            panic!("the first start listens");
-        };
+        let listening = first_start(dir.path());
         // The app dies without removing its socket.
         assert!(listening.path.exists());
         drop(listening);
@@ -252,11 +249,7 @@ mod tests {
     #[test]
     fn garbage_and_endless_lines_are_refused_without_harm() {
         let dir = tempfile::tempdir().unwrap();
-        let Claim::First(Listening { listener, path }) =
-            claim(dir.path(), &Handover::default()).unwrap()
-        else {
-            panic!("the first start listens");
-        };
+        let Listening { listener, path } = first_start(dir.path());
         let first = std::thread::spawn(move || {
             let mut outcomes = Vec::new();
             for _ in 0..2 {

@@ -435,14 +435,8 @@ impl App {
         }
         let mut params = JoinParams::new(request.room.trim(), request.name.trim());
         params.media = true;
-        params.token = request
-            .token
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(crate::args::parse_token)
-            .transpose()
-            .map_err(AppError::Invalid)?;
+        params.token =
+            crate::args::optional_token(request.token.as_deref()).map_err(AppError::Invalid)?;
         params
             .validate()
             .map_err(|e| AppError::Invalid(e.to_string()))?;
