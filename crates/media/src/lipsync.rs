@@ -18,6 +18,19 @@ const MAX_REPORT_DISTANCE_S: i64 = 10;
 pub struct SenderClock {
     clock_rate: u32,
     report: Option<(i64, u32)>,
+    /// The last report not believed: every frame carries the newest report,
+    /// so the same one comes again until the next.
+    refused: Option<(u64, u32)>,
+}
+
+/// What [`SenderClock::update`] did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportUse {
+    Taken,
+    /// Not believed, seen for the first time.
+    Refused,
+    /// Not believed, as when it came before.
+    RefusedAgain,
 }
 
 impl SenderClock {
@@ -25,6 +38,7 @@ impl SenderClock {
         Self {
             clock_rate,
             report: None,
+            refused: None,
         }
     }
 
@@ -34,14 +48,19 @@ impl SenderClock {
     /// A report far from the media is not believed: a sender that has
     /// written nothing yet (or whose clock bookkeeping went wrong) reports
     /// RTP time 0, and following it would hold every picture back by the
-    /// longest hold until the next report comes. Returns whether it was kept.
-    pub fn update(&mut self, ntp_us: u64, rtp_time: u64, packet_rtp: u64) -> bool {
+    /// longest hold until the next report comes.
+    pub fn update(&mut self, ntp_us: u64, rtp_time: u64, packet_rtp: u64) -> ReportUse {
         let distance = i64::from((packet_rtp as u32).wrapping_sub(rtp_time as u32) as i32).abs();
-        if distance > MAX_REPORT_DISTANCE_S * i64::from(self.clock_rate) {
-            return false;
+        if distance > MAX_REPORT_DISTANCE_S * i64::from(self.clock_rate.max(1)) {
+            let report = (ntp_us, rtp_time as u32);
+            if self.refused == Some(report) {
+                return ReportUse::RefusedAgain;
+            }
+            self.refused = Some(report);
+            return ReportUse::Refused;
         }
         self.report = Some((ntp_us as i64, rtp_time as u32));
-        true
+        ReportUse::Taken
     }
 
     /// The sender's wall-clock time of `rtp_time`, once a report has come.
@@ -97,7 +116,10 @@ mod tests {
         let mut clock = SenderClock::new(90_000);
         assert_eq!(clock.wall_time_us(1_000), None);
         // Just before the 32-bit wrap.
-        assert!(clock.update(1_000_000_000, u64::from(u32::MAX) - 899, 100));
+        assert_eq!(
+            clock.update(1_000_000_000, u64::from(u32::MAX) - 899, 100),
+            ReportUse::Taken
+        );
         // 900 ticks later, past the wrap, is 10 ms later.
         assert_eq!(
             clock.wall_time_us(u64::from(u32::MAX) + 1),
@@ -114,14 +136,25 @@ mod tests {
     fn a_report_far_from_the_media_is_not_believed() {
         let mut clock = SenderClock::new(90_000);
         let media = 599_223_704;
-        // A sender that had written nothing yet reports RTP time 0.
-        assert!(!clock.update(1_000_000_000, 0, media));
+        // A sender that had written nothing yet reports RTP time 0; the
+        // next frames carry the same report.
+        assert_eq!(clock.update(1_000_000_000, 0, media), ReportUse::Refused);
+        assert_eq!(
+            clock.update(1_000_000_000, 0, media + 3000),
+            ReportUse::RefusedAgain
+        );
         assert_eq!(clock.wall_time_us(media), None);
         // A genuine report a second before the media is taken.
-        assert!(clock.update(1_000_000_000, media - 90_000, media));
+        assert_eq!(
+            clock.update(1_000_000_000, media - 90_000, media),
+            ReportUse::Taken
+        );
         assert_eq!(clock.wall_time_us(media), Some(1_001_000_000));
         // And a later bogus one does not replace it.
-        assert!(!clock.update(2_000_000_000, 0, media + 90_000));
+        assert_eq!(
+            clock.update(2_000_000_000, 0, media + 90_000),
+            ReportUse::Refused
+        );
         assert_eq!(clock.wall_time_us(media), Some(1_001_000_000));
     }
 

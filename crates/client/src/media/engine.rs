@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parley_media::clock::unix_micros;
 use parley_media::frame::VideoFrame;
-use parley_media::lipsync::{LipSync, SenderClock};
+use parley_media::lipsync::{LipSync, ReportUse, SenderClock};
 use parley_media::scale::Size;
 use parley_media::simulcast::{RIDS, default_layers};
 use parley_proto::ice_tcp;
@@ -586,7 +586,7 @@ impl Engine {
             TrackKind::Audio => &mut sync.audio,
             TrackKind::Video => &mut sync.video,
         };
-        if !clock.update(ntp_us, rtp_time, packet_rtp) {
+        if clock.update(ntp_us, rtp_time, packet_rtp) == ReportUse::Refused {
             tracing::debug!(
                 participant = track.participant_id,
                 track = track.track_id,
@@ -1110,7 +1110,7 @@ impl Engine {
                         .wall_time_us(rtp_time)
                         .and_then(|captured| sync.lipsync.render_at_us(captured, now_us as i64));
                     let due = due.map(|due| due.max(0) as u64);
-                    for (_, frame) in self.held.push(track.clone(), frame, due, now_us) {
+                    for frame in self.held.push(track.clone(), frame, due, now_us) {
                         show_remote(self.options.video_sink.as_deref(), &track, &frame);
                         video.present(frame, now_us);
                     }

@@ -35,25 +35,40 @@ impl<K, F> Default for HeldFrames<K, F> {
 
 impl<K: PartialEq, F> HeldFrames<K, F> {
     /// Adds a picture of track `key` due at `due_us` (`None`: at once).
-    /// Returns what to show now, oldest first: nothing when the picture
-    /// waits; otherwise the track's held pictures and then this one.
-    pub fn push(&mut self, key: K, frame: F, due_us: Option<u64>, now_us: u64) -> Vec<(K, F)> {
+    /// Returns this track's pictures to show now, oldest first: nothing
+    /// when the picture waits; otherwise the track's held pictures and then
+    /// this one. Other tracks' pictures wait for [`Self::take_due`].
+    pub fn push(&mut self, key: K, frame: F, due_us: Option<u64>, now_us: u64) -> Vec<F> {
         let due_us = due_us.unwrap_or(now_us);
-        for held in self.held.iter_mut().filter(|h| h.key == key) {
-            held.due_us = held.due_us.min(due_us);
+        let mut now = Vec::new();
+        let mut index = 0;
+        while index < self.held.len() {
+            let held = &mut self.held[index];
+            if held.key == key {
+                held.due_us = held.due_us.min(due_us);
+                if due_us <= now_us {
+                    now.push(self.held.swap_remove(index));
+                    continue;
+                }
+            }
+            index += 1;
         }
-        let order = self.next_order;
-        self.next_order += 1;
-        self.held.push(Held {
-            due_us,
-            order,
-            key,
-            frame,
-        });
         if due_us > now_us {
+            let order = self.next_order;
+            self.next_order += 1;
+            self.held.push(Held {
+                due_us,
+                order,
+                key,
+                frame,
+            });
             return Vec::new();
         }
-        self.take_due(now_us)
+        now.sort_by_key(|h| h.order);
+        now.into_iter()
+            .map(|h| h.frame)
+            .chain(std::iter::once(frame))
+            .collect()
     }
 
     /// Removes and returns every picture due by `until_us`, in the order
@@ -102,16 +117,23 @@ mod tests {
         assert!(held.push("b", 10, Some(600), 100).is_empty());
         assert!(held.push("a", 2, Some(630), 130).is_empty());
         // ...then the clock is corrected and the next one is late already.
-        assert_eq!(
-            held.push("a", 3, Some(120), 160),
-            [("a", 1), ("a", 2), ("a", 3)]
-        );
+        assert_eq!(held.push("a", 3, Some(120), 160), [1, 2, 3]);
         // Without a due time at all, the same.
         assert!(held.push("a", 4, Some(900), 170).is_empty());
-        assert_eq!(held.push("a", 5, None, 180), [("a", 4), ("a", 5)]);
+        assert_eq!(held.push("a", 5, None, 180), [4, 5]);
         // The other track is untouched.
         assert_eq!(held.take_due(599), []);
         assert_eq!(held.take_due(600), [("b", 10)]);
+    }
+
+    #[test]
+    fn a_picture_shown_at_once_never_takes_another_tracks_along() {
+        let mut held = HeldFrames::default();
+        assert!(held.push("b", 10, Some(150), 100).is_empty());
+        // By now b's picture is due too, but it is for b's tile, shown
+        // by take_due, not returned with a's.
+        assert_eq!(held.push("a", 1, None, 200), [1]);
+        assert_eq!(held.take_due(200), [("b", 10)]);
     }
 
     #[test]
