@@ -69,13 +69,18 @@ impl AppArgs {
         let Some(link) = self.link.clone() else {
             return;
         };
+        // A token belongs to its server: the link's goes with the link's
+        // server, a --token (or PARLEY_TOKEN) with a --server.
+        let links_server = self.server.is_none();
         self.server.get_or_insert(link.server);
         self.room.get_or_insert(link.room);
         if let Some(name) = link.name {
             self.name.get_or_insert(name);
         }
-        if let Some(token) = link.token {
-            self.token.get_or_insert(token);
+        if let Some(token) = link.token
+            && (links_server || self.token.is_none())
+        {
+            self.token = Some(token);
         }
         self.join = true;
     }
@@ -112,7 +117,7 @@ pub fn parse_token(text: &str) -> Result<String, String> {
 }
 
 /// What a `parley://join` link asks for.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JoinLink {
     pub server: String,
     pub room: String,
@@ -121,6 +126,18 @@ pub struct JoinLink {
     /// The link as given, to pass on to an app already running.
     #[serde(skip)]
     pub text: String,
+}
+
+impl std::fmt::Debug for JoinLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the token nor the link text that carries it.
+        f.debug_struct("JoinLink")
+            .field("server", &self.server)
+            .field("room", &self.room)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl JoinLink {
@@ -206,6 +223,26 @@ mod tests {
             "a flag wins over the link"
         );
         assert!(args.join);
+    }
+
+    #[test]
+    fn a_token_goes_with_its_server() {
+        let link = "parley://join?server=ws://link.example/ws&room=r&token=link-token";
+        let mut env_token = AppArgs::parse_from(["parley", "--token", "env-token", link]);
+        env_token.apply_link();
+        assert_eq!(env_token.token.as_deref(), Some("link-token"));
+        let mut flag_server = AppArgs::parse_from([
+            "parley",
+            "--server",
+            "ws://flag.example/ws",
+            "--token",
+            "flag-token",
+            link,
+        ]);
+        flag_server.apply_link();
+        assert_eq!(flag_server.server.as_deref(), Some("ws://flag.example/ws"));
+        assert_eq!(flag_server.token.as_deref(), Some("flag-token"));
+        assert!(!format!("{:?}", JoinLink::parse(link).unwrap()).contains("link-token"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod frames;
 mod host;
 #[cfg(unix)]
 mod instance;
+mod links;
 mod logging;
 mod state;
 
@@ -27,6 +28,7 @@ use tauri::{Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEven
 
 use crate::args::{AppArgs, FrameTransport};
 use crate::frames::{FrameHub, Window};
+use crate::links::{Delivery, LinkInbox};
 use crate::state::{App, AppParts};
 
 const DEFAULT_SIZE: (f64, f64) = (1280.0, 720.0);
@@ -58,7 +60,20 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), profile = %profile_dir.display(), logs = %log_dir.display(), "starting");
-    match run(args, ProfileStore::new(profile_dir), log_dir, later_starts) {
+    let inbox = Arc::new(LinkInbox::default());
+    #[cfg(unix)]
+    let socket = later_starts.map(|listening| {
+        serve_later_starts(listening.listener, Arc::clone(&inbox));
+        listening.path
+    });
+    #[cfg(not(unix))]
+    let socket: Option<std::path::PathBuf> = later_starts.map(|never| match never {});
+    match run(
+        args,
+        ProfileStore::new(profile_dir),
+        log_dir,
+        Later { inbox, socket },
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -73,6 +88,13 @@ fn main() -> ExitCode {
 type LaterStarts = Option<instance::Listening>;
 #[cfg(not(unix))]
 type LaterStarts = Option<std::convert::Infallible>;
+
+/// How later starts reach this app: their links' inbox, and the socket to
+/// remove when the app starts to quit.
+struct Later {
+    inbox: Arc<LinkInbox>,
+    socket: Option<std::path::PathBuf>,
+}
 
 /// Hands this start's link to the app already running on the profile, if
 /// there is one (then the process is done: `Err` holds its exit code), or
@@ -91,7 +113,7 @@ fn one_app_per_profile(
         Ok(Claim::HandedOver(reply)) => match reply.error {
             None => {
                 let what = if message.link.is_some() {
-                    "it joins from the link"
+                    "the link goes to its window"
                 } else {
                     "its window comes to the front"
                 };
@@ -109,6 +131,14 @@ fn one_app_per_profile(
                 Err(ExitCode::FAILURE)
             }
         },
+        Ok(Claim::Unanswered(reason)) => {
+            eprintln!(
+                "parley: a Parley is running on this profile ({}) but {reason}. \
+                 Close it, or start with another --profile-dir.",
+                profile_dir.display()
+            );
+            Err(ExitCode::FAILURE)
+        }
         Ok(Claim::Unsupported) => Ok(None),
         Err(err) => {
             // Better a second app than none: say why links will not reach it.
@@ -118,30 +148,44 @@ fn one_app_per_profile(
     }
 }
 
-/// Answers later starts on this profile: their link reaches the page as
-/// `open-link`, and the window comes to the front.
+/// Answers later starts on this profile from now on, before the window
+/// exists, so none waits on a slow start: their links go to the inbox.
 #[cfg(unix)]
-fn serve_later_starts(listener: std::os::unix::net::UnixListener, handle: tauri::AppHandle) {
-    use tauri::Emitter as _;
+fn serve_later_starts(listener: std::os::unix::net::UnixListener, inbox: Arc<LinkInbox>) {
+    use instance::Answer;
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let handle = handle.clone();
+        for stream in listener.incoming() {
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(err) => {
+                    // Out of file descriptors, say: not a reason to spin.
+                    tracing::warn!(%err, "accepting a later start failed");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    continue;
+                }
+            };
             let answered = instance::answer(stream, |message| {
-                if let Some(text) = message.link {
-                    let link = args::JoinLink::parse(&text)?;
-                    tracing::info!(
-                        room = link.room,
-                        server = link.server,
-                        "a link from a later start"
-                    );
-                    handle.emit("open-link", &link).map_err(|e| e.to_string())?;
+                match message
+                    .link
+                    .as_deref()
+                    .map(args::JoinLink::parse)
+                    .transpose()
+                {
+                    Err(reason) => Answer::Refused(reason),
+                    Ok(link) => {
+                        if let Some(link) = &link {
+                            tracing::info!(
+                                room = link.room,
+                                server = link.server,
+                                "a link from a later start"
+                            );
+                        }
+                        match inbox.deliver(link) {
+                            Delivery::Taken => Answer::Taken,
+                            Delivery::Quitting => Answer::Quitting,
+                        }
+                    }
                 }
-                if let Some(window) = handle.get_webview_window("main") {
-                    let _ = window.unminimize();
-                    let _ = window.show();
-                    let _ = window.set_focus();
-                }
-                Ok(())
             });
             if let Err(err) = answered {
                 tracing::warn!(%err, "a later start's hand-over failed");
@@ -168,10 +212,10 @@ fn run(
     args: AppArgs,
     store: ProfileStore,
     log_dir: std::path::PathBuf,
-    later_starts: LaterStarts,
+    later: Later,
 ) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    let socket = later_starts.as_ref().map(|l| l.path.clone());
+    let Later { inbox, socket } = later;
+    let app_inbox = Arc::clone(&inbox);
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![
@@ -217,18 +261,14 @@ fn run(
                 window,
                 frame_url,
                 log_dir: log_dir.clone(),
+                links: Arc::clone(&app_inbox),
             });
             if let Some(tiles) = &args.bench_frames {
                 bench::start(&state.hub, &tiles.0);
             }
             open_window(tauri_app, state.profile().window)?;
             tauri_app.manage(state);
-            #[cfg(unix)]
-            if let Some(listening) = later_starts {
-                serve_later_starts(listening.listener, tauri_app.handle().clone());
-            }
-            #[cfg(not(unix))]
-            let _ = later_starts;
+            app_inbox.attach(tauri_app.handle().clone());
             Ok(())
         })
         .on_window_event(|window, event| {
@@ -240,7 +280,7 @@ fn run(
     app.run(move |handle, event| {
         if let RunEvent::ExitRequested { .. } = event {
             // From here on a new start becomes the app instead of handing over.
-            #[cfg(unix)]
+            inbox.quitting();
             if let Some(path) = &socket {
                 let _ = std::fs::remove_file(path);
             }

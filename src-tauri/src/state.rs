@@ -24,11 +24,12 @@ use parley_proto::{ErrorCode, ServerMessage};
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter as _};
 
-use crate::args::{AppArgs, FrameTransport};
+use crate::args::{AppArgs, FrameTransport, JoinLink};
 use crate::devices::{self, Device, DeviceKind, DeviceList, MicMeter};
 use crate::error::{AppError, AppResult};
 use crate::frames::{FrameHub, Window};
 use crate::host::HostedServer;
+use crate::links::LinkInbox;
 
 /// The camera is asked for this; the top simulcast layer.
 const CAMERA_SIZE: Size = Size::new(1280, 720);
@@ -50,6 +51,8 @@ pub struct AppInfo {
     pub frame_url: Option<String>,
     /// Join at once with these (`--join`).
     pub auto_join: Option<JoinRequest>,
+    /// A link a later start handed over before the page listened.
+    pub opened_link: Option<JoinLink>,
     pub log_dir: String,
     pub profile_dir: String,
     /// `--bench-frames`: tiles to show with no call.
@@ -142,12 +145,14 @@ pub struct App {
     call: tokio::sync::Mutex<Option<ActiveCall>>,
     host: tokio::sync::Mutex<Option<HostedServer>>,
     pub recent: Mutex<Recent>,
+    links: Arc<LinkInbox>,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the arguments: they may hold an access token.
         f.debug_struct("App")
-            .field("args", &self.args)
+            .field("profile_dir", &self.store.dir())
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +169,7 @@ pub struct AppParts {
     pub window: Arc<Window>,
     pub frame_url: Option<String>,
     pub log_dir: PathBuf,
+    pub links: Arc<LinkInbox>,
 }
 
 impl App {
@@ -196,6 +202,7 @@ impl App {
             call: tokio::sync::Mutex::new(None),
             host: tokio::sync::Mutex::new(None),
             recent: Mutex::new(Recent::default()),
+            links: parts.links,
         });
         app.refresh_devices();
         app
@@ -223,6 +230,8 @@ impl App {
         })
     }
 
+    /// What the page asks for once, as it starts: after this, links from
+    /// later starts reach it as `open-link` events.
     pub fn info(&self) -> AppInfo {
         let profile = self.profile();
         let auto_join = self.args.join.then(|| self.auto_join(&profile)).flatten();
@@ -234,6 +243,7 @@ impl App {
             frame_transport: self.args.frame_transport,
             frame_url: self.frame_url.clone(),
             auto_join,
+            opened_link: self.links.page_listens(),
             log_dir: self.log_dir.display().to_string(),
             profile_dir: self.store.dir().display().to_string(),
             bench_tiles: self

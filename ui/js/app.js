@@ -19,6 +19,10 @@ const state = {
   room: null,
   // A link that came in during a call, filled in once it ends.
   pendingLink: null,
+  // Set once start-up is done (links wait until then), and while a join
+  // is being started.
+  ready: false,
+  joining: false,
 };
 
 function notice(text, kind = "info") {
@@ -144,6 +148,7 @@ function row(cells, ok) {
 async function join(request) {
   $("join-error").hidden = true;
   $("join").disabled = true;
+  state.joining = true;
   try {
     if (request.server.kind === "host") {
       const host = await invoke("host");
@@ -158,6 +163,7 @@ async function join(request) {
     $("join-error").hidden = false;
   } finally {
     $("join").disabled = false;
+    state.joining = false;
   }
 }
 
@@ -213,7 +219,11 @@ async function leaveCall() {
 // A link from a later start of the app (a parley:// link clicked while
 // this window is open): join from it, or keep it for after this call.
 function openLink(link) {
-  if (state.inCall) {
+  if (!state.ready) {
+    state.pendingLink = link;
+    return;
+  }
+  if (state.inCall || state.joining) {
     state.pendingLink = link;
     notice(`A link to room ${link.room} came in: it is filled in when you leave this call.`, "warn");
     return;
@@ -395,6 +405,8 @@ function showBench(tiles) {
 
 async function main() {
   installIcons();
+  // Before app_info: from that call on, links from later starts come as events.
+  await listen("open-link", openLink);
   const info = await invoke("app_info");
   state.info = info;
   window.parleyInfo = info;
@@ -433,7 +445,6 @@ async function main() {
   document.addEventListener("keydown", keyboard);
 
   await listen("call-state", onCallState);
-  await listen("open-link", openLink);
   await listen("server", (message) => state.room?.onServer(message));
   await listen("media", onMedia);
   await listen("stats", (stats) => state.room?.onStats(stats, $("stats")));
@@ -454,7 +465,13 @@ async function main() {
     return;
   }
   $("prejoin").hidden = false;
-  if (info.auto_join) {
+  state.ready = true;
+  // A link handed over while the app started is newer than its own flags.
+  const link = info.opened_link ?? state.pendingLink;
+  state.pendingLink = null;
+  if (link) {
+    openLink(link);
+  } else if (info.auto_join) {
     // Filled in too, so a refused join can be mended and tried again.
     if (info.auto_join.server.kind === "url") {
       $("server-url-choice").checked = true;
