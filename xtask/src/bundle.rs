@@ -22,7 +22,20 @@ pub fn output_dir() -> PathBuf {
 /// (Debian packages, native parts) is the caller's.
 pub fn build() -> Result<Vec<PathBuf>, String> {
     let tauri = system::ensure_tauri_cli(&tools_dir())?;
-    crate::appimage::ensure_tools(&target_dir(), &tools_dir())?;
+    let kinds: Vec<(&str, &str)> = APP_BUNDLES
+        .into_iter()
+        .filter(|(kind, _)| *kind != "appimage" || crate::appimage::supported())
+        .collect();
+    if crate::appimage::supported() {
+        crate::appimage::ensure_tools(&target_dir(), &tools_dir())?;
+    } else {
+        eprintln!("xtask: no AppImage on this machine: its tools are x86_64 Linux programs");
+    }
+    let bundles = kinds
+        .iter()
+        .map(|(kind, _)| *kind)
+        .collect::<Vec<_>>()
+        .join(",");
     let cargo_deb = system::ensure_cargo_deb(&tools_dir())?;
 
     // One build for all three binaries, so shared dependencies are compiled
@@ -54,18 +67,12 @@ pub fn build() -> Result<Vec<PathBuf>, String> {
     }
     let mut app = Command::new(&tauri);
     app.current_dir(workspace_root().join("src-tauri"))
-        .args([
-            "bundle",
-            "--ci",
-            "--bundles",
-            "deb,rpm,appimage",
-            "--config",
-        ])
+        .args(["bundle", "--ci", "--bundles", &bundles, "--config"])
         .arg(workspace_root().join("packaging/app/bundle.json"))
         .env("CARGO_TARGET_DIR", target_dir());
     crate::native::apply(&mut app);
     Step::new("app packages").run(app)?;
-    for (kind, extension) in APP_BUNDLES {
+    for (kind, extension) in &kinds {
         for file in files_in(&tauri_bundles.join(kind), extension)? {
             let name = file.file_name().ok_or("bundle without a name")?;
             std::fs::copy(&file, out.join(name)).map_err(|e| e.to_string())?;
@@ -87,7 +94,7 @@ pub fn build() -> Result<Vec<PathBuf>, String> {
     }
 
     let mut packages = Vec::new();
-    for (_, extension) in APP_BUNDLES {
+    for extension in ["deb", "rpm", "AppImage"] {
         packages.extend(files_in(&out, extension)?);
     }
     packages.sort();

@@ -99,6 +99,13 @@ fn ensure_python_tools() -> Result<(), String> {
     std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
+/// `flag` after whatever the environment's `variable` asks for (cmake's
+/// own reading of CFLAGS/CXXFLAGS stops when the flags are given).
+fn with_env_flags(variable: &str, flag: &str) -> String {
+    let from_env = std::env::var(variable).unwrap_or_default();
+    format!("{from_env} {flag}").trim().to_owned()
+}
+
 fn ensure_abseil() -> Result<(), String> {
     let prefix = abseil_prefix();
     if prefix
@@ -160,8 +167,14 @@ fn ensure_abseil() -> Result<(), String> {
             "-DBUILD_TESTING=OFF",
             "-DBUILD_SHARED_LIBS=OFF",
         ])
-        .arg(format!("-DCMAKE_C_FLAGS={prefix_map}"))
-        .arg(format!("-DCMAKE_CXX_FLAGS={prefix_map}"))
+        .arg(format!(
+            "-DCMAKE_C_FLAGS={}",
+            with_env_flags("CFLAGS", &prefix_map)
+        ))
+        .arg(format!(
+            "-DCMAKE_CXX_FLAGS={}",
+            with_env_flags("CXXFLAGS", &prefix_map)
+        ))
         .arg(format!("-DCMAKE_INSTALL_PREFIX={}", prefix.display()))
         .arg("-DCMAKE_INSTALL_LIBDIR=lib");
     configure.stdout(Stdio::null());
