@@ -143,7 +143,7 @@ fn hand_over(
 }
 
 /// One line of at most [`MAX_MESSAGE`] bytes, without its newline.
-pub fn read_line(stream: &std::os::unix::net::UnixStream) -> std::io::Result<String> {
+fn read_line(stream: &std::os::unix::net::UnixStream) -> std::io::Result<String> {
     let mut line = String::new();
     BufReader::new(stream.take(MAX_MESSAGE)).read_line(&mut line)?;
     if !line.ends_with('\n') {

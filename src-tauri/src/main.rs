@@ -40,13 +40,11 @@ fn main() -> ExitCode {
         eprintln!("parley: no place for the profile; pass --profile-dir DIR");
         return ExitCode::FAILURE;
     };
-    #[cfg(unix)]
-    let later_starts = match one_app_per_profile(&args, &profile_dir) {
-        Ok(listener) => listener,
+    let inbox = Arc::new(LinkInbox::default());
+    let socket = match one_app_per_profile(&args, &profile_dir, &inbox) {
+        Ok(socket) => socket,
         Err(code) => return code,
     };
-    #[cfg(not(unix))]
-    let later_starts = None;
     if let Err(message) = display_available() {
         eprintln!("parley: {message}");
         return ExitCode::FAILURE;
@@ -60,20 +58,7 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), profile = %profile_dir.display(), logs = %log_dir.display(), "starting");
-    let inbox = Arc::new(LinkInbox::default());
-    #[cfg(unix)]
-    let socket = later_starts.map(|listening| {
-        serve_later_starts(listening.listener, Arc::clone(&inbox));
-        listening.path
-    });
-    #[cfg(not(unix))]
-    let socket: Option<std::path::PathBuf> = later_starts.map(|never| match never {});
-    match run(
-        args,
-        ProfileStore::new(profile_dir),
-        log_dir,
-        Later { inbox, socket },
-    ) {
+    match run(args, ProfileStore::new(profile_dir), log_dir, inbox, socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -83,33 +68,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where later starts on this profile reach this app (Unix only).
-#[cfg(unix)]
-type LaterStarts = Option<instance::Listening>;
-#[cfg(not(unix))]
-type LaterStarts = Option<std::convert::Infallible>;
-
-/// How later starts reach this app: their links' inbox, and the socket to
-/// remove when the app starts to quit.
-struct Later {
-    inbox: Arc<LinkInbox>,
-    socket: Option<std::path::PathBuf>,
-}
-
 /// Hands this start's link to the app already running on the profile, if
-/// there is one (then the process is done: `Err` holds its exit code), or
-/// returns the socket later starts will reach this app on.
+/// there is one (then the process is done: `Err` holds its exit code).
+/// Otherwise answers later starts from now on, their links going to
+/// `inbox`, and returns the socket to remove when the app starts to quit.
 #[cfg(unix)]
 fn one_app_per_profile(
     args: &AppArgs,
     profile_dir: &std::path::Path,
-) -> Result<LaterStarts, ExitCode> {
+    inbox: &Arc<LinkInbox>,
+) -> Result<Option<std::path::PathBuf>, ExitCode> {
     use instance::{Claim, Handover};
     let message = Handover {
         link: args.link.as_ref().map(|link| link.text.clone()),
     };
     match instance::claim(profile_dir, &message) {
-        Ok(Claim::First(listener)) => Ok(Some(listener)),
+        Ok(Claim::First(listening)) => {
+            serve_later_starts(listening.listener, Arc::clone(inbox));
+            Ok(Some(listening.path))
+        }
         Ok(Claim::HandedOver(reply)) => match reply.error {
             None => {
                 let what = if message.link.is_some() {
@@ -146,6 +123,16 @@ fn one_app_per_profile(
             Ok(None)
         }
     }
+}
+
+/// Every start is on its own where there are no Unix sockets.
+#[cfg(not(unix))]
+fn one_app_per_profile(
+    _args: &AppArgs,
+    _profile_dir: &std::path::Path,
+    _inbox: &Arc<LinkInbox>,
+) -> Result<Option<std::path::PathBuf>, ExitCode> {
+    Ok(None)
 }
 
 /// Answers later starts on this profile from now on, before the window
@@ -212,9 +199,9 @@ fn run(
     args: AppArgs,
     store: ProfileStore,
     log_dir: std::path::PathBuf,
-    later: Later,
+    inbox: Arc<LinkInbox>,
+    socket: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let Later { inbox, socket } = later;
     let app_inbox = Arc::clone(&inbox);
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_notification::init())

@@ -94,7 +94,7 @@ pub fn build() -> Result<Vec<PathBuf>, String> {
     }
 
     let mut packages = Vec::new();
-    for extension in ["deb", "rpm", "AppImage"] {
+    for (_, extension) in APP_BUNDLES {
         packages.extend(files_in(&out, extension)?);
     }
     packages.sort();
